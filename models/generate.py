@@ -1,0 +1,205 @@
+"""Writes Switchyard's example model repository (models/, Triton layout) and, with --bench, the benchmark models
+(benches/models/, git-ignored). Graphs are built with the onnx helpers and weights come from fixed seeds, so every
+run writes byte-identical files.
+
+    .venv/bin/python models/generate.py [--bench]
+"""
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+ROOT = Path(__file__).resolve().parent.parent
+OPSET = 17
+IR_VERSION = 8  # the IR version that goes with opset 17
+
+# Triton datatype name -> ONNX element type, for the `datatypes` model.
+DATATYPES = {
+    "BOOL": TensorProto.BOOL,
+    "UINT8": TensorProto.UINT8,
+    "UINT16": TensorProto.UINT16,
+    "UINT32": TensorProto.UINT32,
+    "UINT64": TensorProto.UINT64,
+    "INT8": TensorProto.INT8,
+    "INT16": TensorProto.INT16,
+    "INT32": TensorProto.INT32,
+    "INT64": TensorProto.INT64,
+    "FP16": TensorProto.FLOAT16,
+    "FP32": TensorProto.FLOAT,
+    "FP64": TensorProto.DOUBLE,
+    "BYTES": TensorProto.STRING,
+    "BF16": TensorProto.BFLOAT16,
+}
+
+
+def tensor(name, elem_type, dims):
+    return helper.make_tensor_value_info(name, elem_type, ["batch", *dims])
+
+
+def model(graph):
+    m = helper.make_model(
+        graph,
+        producer_name="switchyard-models",
+        opset_imports=[helper.make_opsetid("", OPSET)],
+        ir_version=IR_VERSION,
+    )
+    onnx.checker.check_model(m, full_check=True)
+    return m
+
+
+def save(m, path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(m.SerializeToString())
+
+
+def io_block(kind, entries):
+    """`input [...]` / `output [...]` of a config.pbtxt from (name, TYPE_*, dims) triples."""
+    items = [
+        f'  {{\n    name: "{name}"\n    data_type: {dtype}\n    dims: [ {", ".join(map(str, dims))} ]\n  }}'
+        for name, dtype, dims in entries
+    ]
+    return f"{kind} [\n" + ",\n".join(items) + "\n]\n"
+
+
+def write_config(path, name, max_batch_size, inputs, outputs, extra=""):
+    text = f'name: "{name}"\nplatform: "onnxruntime_onnx"\nmax_batch_size: {max_batch_size}\n'
+    text += io_block("input", inputs) + io_block("output", outputs) + extra
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def dense(rng, name, fan_in, fan_out):
+    """Gemm weights in [out, in] layout (used with transB=1), He-scaled, and a small bias."""
+    w = rng.normal(0.0, np.sqrt(2.0 / fan_in), (fan_out, fan_in)).astype(np.float32)
+    b = rng.normal(0.0, 0.01, fan_out).astype(np.float32)
+    return [numpy_helper.from_array(w, f"{name}.weight"), numpy_helper.from_array(b, f"{name}.bias")]
+
+
+def gemm(name, x, y):
+    return helper.make_node("Gemm", [x, f"{name}.weight", f"{name}.bias"], [y], name=name, transB=1)
+
+
+def simple(doc):
+    nodes = [
+        helper.make_node("Add", ["INPUT0", "INPUT1"], ["OUTPUT0"], name="add"),
+        helper.make_node("Sub", ["INPUT0", "INPUT1"], ["OUTPUT1"], name="sub"),
+    ]
+    i32 = TensorProto.INT32
+    inputs = [tensor("INPUT0", i32, [16]), tensor("INPUT1", i32, [16])]
+    outputs = [tensor("OUTPUT0", i32, [16]), tensor("OUTPUT1", i32, [16])]
+    return model(helper.make_graph(nodes, "simple", inputs, outputs, doc_string=doc))
+
+
+def datatypes():
+    nodes = [helper.make_node("Identity", [f"IN_{t}"], [f"OUT_{t}"], name=f"identity_{t}") for t in DATATYPES]
+    inputs = [tensor(f"IN_{t}", e, [4]) for t, e in DATATYPES.items()]
+    outputs = [tensor(f"OUT_{t}", e, [4]) for t, e in DATATYPES.items()]
+    doc = "One Identity per Triton datatype: IN_<TYPE> -> OUT_<TYPE>, shape [batch, 4]."
+    return model(helper.make_graph(nodes, "datatypes", inputs, outputs, doc_string=doc))
+
+
+def classifier():
+    rng = np.random.default_rng(1)
+    nodes = [
+        gemm("fc1", "features", "h1"),
+        helper.make_node("Relu", ["h1"], ["a1"], name="relu1"),
+        gemm("fc2", "a1", "logits"),
+        helper.make_node("Softmax", ["logits"], ["probabilities"], name="softmax", axis=-1),
+    ]
+    inits = dense(rng, "fc1", 16, 32) + dense(rng, "fc2", 32, 4)
+    f32 = TensorProto.FLOAT
+    graph = helper.make_graph(
+        nodes, "classifier", [tensor("features", f32, [16])], [tensor("probabilities", f32, [4])], inits,
+        doc_string="MLP 16 -> 32 -> 4 with softmax over 4 classes.",
+    )
+    return model(graph)
+
+
+def mlp():
+    rng = np.random.default_rng(2)
+    nodes = [
+        gemm("fc1", "x", "h1"),
+        helper.make_node("Relu", ["h1"], ["a1"], name="relu1"),
+        gemm("fc2", "a1", "h2"),
+        helper.make_node("Relu", ["h2"], ["a2"], name="relu2"),
+        gemm("fc3", "a2", "y"),
+    ]
+    inits = dense(rng, "fc1", 256, 1024) + dense(rng, "fc2", 1024, 1024) + dense(rng, "fc3", 1024, 10)
+    f32 = TensorProto.FLOAT
+    graph = helper.make_graph(nodes, "mlp", [tensor("x", f32, [256])], [tensor("y", f32, [10])], inits,
+                              doc_string="MLP 256 -> 1024 -> 1024 -> 10 with Relu.")
+    return model(graph)
+
+
+def cnn():
+    rng = np.random.default_rng(3)
+
+    def conv(name, cin, cout):
+        w = rng.normal(0.0, np.sqrt(2.0 / (cin * 9)), (cout, cin, 3, 3)).astype(np.float32)
+        b = rng.normal(0.0, 0.01, cout).astype(np.float32)
+        return [numpy_helper.from_array(w, f"{name}.weight"), numpy_helper.from_array(b, f"{name}.bias")]
+
+    nodes = []
+    for i, src in ((1, "x"), (2, "p1")):
+        nodes += [
+            helper.make_node("Conv", [src, f"conv{i}.weight", f"conv{i}.bias"], [f"c{i}"], name=f"conv{i}",
+                             kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+            helper.make_node("Relu", [f"c{i}"], [f"r{i}"], name=f"relu{i}"),
+            helper.make_node("MaxPool", [f"r{i}"], [f"p{i}"], name=f"pool{i}", kernel_shape=[2, 2], strides=[2, 2]),
+        ]
+    nodes += [
+        helper.make_node("GlobalAveragePool", ["p2"], ["gap"], name="gap"),
+        helper.make_node("Flatten", ["gap"], ["flat"], name="flatten", axis=1),
+        gemm("fc", "flat", "y"),
+    ]
+    inits = conv("conv1", 3, 16) + conv("conv2", 16, 32) + dense(rng, "fc", 32, 10)
+    f32 = TensorProto.FLOAT
+    graph = helper.make_graph(nodes, "cnn", [tensor("x", f32, [3, 64, 64])], [tensor("y", f32, [10])], inits,
+                              doc_string="CNN: 2 x (Conv 3x3 + Relu + MaxPool 2), GlobalAveragePool, Gemm 32 -> 10.")
+    return model(graph)
+
+
+def write_examples(repo):
+    io = [("INPUT0", "TYPE_INT32", [16]), ("INPUT1", "TYPE_INT32", [16])]
+    out = [("OUTPUT0", "TYPE_INT32", [16]), ("OUTPUT1", "TYPE_INT32", [16])]
+    write_config(repo / "simple/config.pbtxt", "simple", 8, io, out, "version_policy: { all {} }\n")
+    doc = "OUTPUT0 = INPUT0 + INPUT1, OUTPUT1 = INPUT0 - INPUT1."
+    save(simple(doc), repo / "simple/1/model.onnx")
+    save(simple(doc + " Version 2: retrained, same graph."), repo / "simple/2/model.onnx")
+
+    # No config.pbtxt on purpose: the server completes the configuration from the ONNX file.
+    save(datatypes(), repo / "datatypes/1/model.onnx")
+
+    extra = (
+        "dynamic_batching { max_queue_delay_microseconds: 100 }\n"
+        "instance_group [ { kind: KIND_CPU, count: 1 } ]\n"
+        'parameters { key: "intra_op_thread_count" value: { string_value: "1" } }\n'
+    )
+    write_config(repo / "classifier/config.pbtxt", "classifier", 32,
+                 [("features", "TYPE_FP32", [16])], [("probabilities", "TYPE_FP32", [4])], extra)
+    save(classifier(), repo / "classifier/1/model.onnx")
+
+
+def write_bench(repo):
+    write_config(repo / "mlp/config.pbtxt", "mlp", 64, [("x", "TYPE_FP32", [256])], [("y", "TYPE_FP32", [10])])
+    save(mlp(), repo / "mlp/1/model.onnx")
+    write_config(repo / "cnn/config.pbtxt", "cnn", 64, [("x", "TYPE_FP32", [3, 64, 64])], [("y", "TYPE_FP32", [10])])
+    save(cnn(), repo / "cnn/1/model.onnx")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--bench", action="store_true", help="also write the benchmark models into benches/models/")
+    args = parser.parse_args()
+    write_examples(ROOT / "models")
+    print(f"wrote {ROOT / 'models'}")
+    if args.bench:
+        write_bench(ROOT / "benches/models")
+        print(f"wrote {ROOT / 'benches/models'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,153 @@
+//! Command-line flags and their `SWITCHYARD_*` environment variables. Flag
+//! names follow Triton's so existing launch scripts and manifests carry over.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, ValueEnum};
+
+/// How the set of served models is decided (Triton's `--model-control-mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ControlMode {
+    /// Load every model in the repository at start; the repository API refuses changes.
+    None,
+    /// Like `none`, then re-scan the repository every `--repository-poll-secs`:
+    /// load new models and versions, reload changed ones, unload removed ones.
+    Poll,
+    /// Load only `--load-model` at start; the repository API loads and unloads.
+    Explicit,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Switchyard: serves ONNX models over KServe V2 / Triton-compatible HTTP and gRPC.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "switchyard", version, about)]
+pub struct Config {
+    /// Model repository in Triton's layout: `<repo>/<model>/[config.pbtxt]` and
+    /// `<repo>/<model>/<version>/model.onnx`.
+    #[arg(long, env = "SWITCHYARD_MODEL_REPOSITORY")]
+    pub model_repository: PathBuf,
+
+    /// Address the HTTP (KServe V2 REST) endpoint binds to.
+    #[arg(long, env = "SWITCHYARD_HTTP_ADDRESS", default_value = "0.0.0.0")]
+    pub http_address: IpAddr,
+    /// HTTP port.
+    #[arg(long, env = "SWITCHYARD_HTTP_PORT", default_value_t = 8000)]
+    pub http_port: u16,
+    /// Address the gRPC endpoint binds to.
+    #[arg(long, env = "SWITCHYARD_GRPC_ADDRESS", default_value = "0.0.0.0")]
+    pub grpc_address: IpAddr,
+    /// gRPC port.
+    #[arg(long, env = "SWITCHYARD_GRPC_PORT", default_value_t = 8001)]
+    pub grpc_port: u16,
+    /// Address the Prometheus `/metrics` endpoint binds to.
+    #[arg(long, env = "SWITCHYARD_METRICS_ADDRESS", default_value = "0.0.0.0")]
+    pub metrics_address: IpAddr,
+    /// Metrics port.
+    #[arg(long, env = "SWITCHYARD_METRICS_PORT", default_value_t = 8002)]
+    pub metrics_port: u16,
+
+    /// Model control mode: none, poll or explicit.
+    #[arg(long, env = "SWITCHYARD_MODEL_CONTROL_MODE", value_enum, default_value_t = ControlMode::None)]
+    pub model_control_mode: ControlMode,
+    /// Model to load at start in explicit mode (repeatable; `*` loads all).
+    #[arg(long = "load-model", env = "SWITCHYARD_LOAD_MODEL", value_delimiter = ',')]
+    pub load_models: Vec<String>,
+    /// Seconds between repository scans in poll mode.
+    #[arg(long, env = "SWITCHYARD_REPOSITORY_POLL_SECS", default_value_t = 15,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub repository_poll_secs: u64,
+    /// Ready only when every model meant to serve at start is loaded (`false`:
+    /// ready as soon as the server listens, even if some model failed).
+    #[arg(long, env = "SWITCHYARD_STRICT_READINESS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub strict_readiness: bool,
+    /// Seconds in-flight requests get to finish after SIGTERM/SIGINT.
+    #[arg(long, env = "SWITCHYARD_EXIT_TIMEOUT_SECS", default_value_t = 30)]
+    pub exit_timeout_secs: u64,
+
+    /// ONNX Runtime shared library (`libonnxruntime.so`). When absent, looked up
+    /// in `ORT_DYLIB_PATH`, next to the executable, then in `.ort/lib/` of the
+    /// working directory and its parents.
+    #[arg(long, env = "SWITCHYARD_ORT_LIBRARY")]
+    pub ort_library: Option<PathBuf>,
+    /// max_batch_size given to a model whose config omits it and whose ONNX
+    /// inputs and outputs all have a variable first dimension.
+    #[arg(long, env = "SWITCHYARD_DEFAULT_MAX_BATCH_SIZE", default_value_t = 4)]
+    pub default_max_batch_size: u32,
+
+    /// Largest HTTP request body accepted, in bytes (larger: 413).
+    #[arg(long, env = "SWITCHYARD_HTTP_MAX_BODY_BYTES", default_value_t = 64 << 20)]
+    pub http_max_body_bytes: usize,
+    /// Largest gRPC message accepted or sent, in bytes (larger: RESOURCE_EXHAUSTED).
+    #[arg(long, env = "SWITCHYARD_GRPC_MAX_MESSAGE_BYTES", default_value_t = 64 << 20)]
+    pub grpc_max_message_bytes: usize,
+    /// Largest number of elements a single request tensor may declare.
+    #[arg(long, env = "SWITCHYARD_MAX_TENSOR_ELEMENTS", default_value_t = 16 << 20)]
+    pub max_tensor_elements: usize,
+
+    /// Log format.
+    #[arg(long, env = "SWITCHYARD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Log filter in `RUST_LOG` syntax (e.g. `info,switchyard=debug`).
+    #[arg(long, env = "SWITCHYARD_LOG", default_value = "info,ort=warn")]
+    pub log: String,
+}
+
+impl Config {
+    /// A configuration for tests and embedding: every listener on 127.0.0.1
+    /// with an ephemeral port, everything else at its default.
+    pub fn for_repository(repo: impl Into<PathBuf>) -> Config {
+        let mut c = Config::parse_from(["switchyard", "--model-repository", "."]);
+        c.model_repository = repo.into();
+        let lo: IpAddr = [127, 0, 0, 1].into();
+        (c.http_address, c.grpc_address, c.metrics_address) = (lo, lo, lo);
+        (c.http_port, c.grpc_port, c.metrics_port) = (0, 0, 0);
+        c
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn flags_are_consistent() {
+        Config::command().debug_assert();
+    }
+
+    #[test]
+    fn triton_flag_names_parse() {
+        let c = Config::try_parse_from([
+            "switchyard",
+            "--model-repository",
+            "/m",
+            "--model-control-mode",
+            "explicit",
+            "--load-model",
+            "a",
+            "--load-model",
+            "b",
+            "--strict-readiness",
+            "false",
+            "--http-port",
+            "9000",
+        ])
+        .unwrap();
+        assert_eq!(c.model_control_mode, ControlMode::Explicit);
+        assert_eq!(c.load_models, ["a", "b"]);
+        assert!(!c.strict_readiness);
+        assert_eq!(c.http_port, 9000);
+        assert!(
+            Config::try_parse_from(["switchyard", "--model-repository", "/m", "--repository-poll-secs", "0"]).is_err()
+        );
+    }
+}

@@ -1,0 +1,128 @@
+//! The one error type of the core, and the one table that maps each kind of
+//! error to an HTTP status, a gRPC code and a metric label, so the three can
+//! never drift apart.
+
+use std::fmt;
+
+/// What went wrong, as far as a client is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// The request is malformed or does not match the model (400 / INVALID_ARGUMENT).
+    InvalidArgument,
+    /// Unknown model or version (404 / NOT_FOUND).
+    NotFound,
+    /// The model is not ready, the server is shutting down, or the queue is
+    /// full (503 / UNAVAILABLE). Clients may retry elsewhere or later.
+    Unavailable,
+    /// The request is larger than a configured limit (413 / RESOURCE_EXHAUSTED).
+    TooLarge,
+    /// The request waited longer than its timeout (504 / DEADLINE_EXCEEDED).
+    Timeout,
+    /// The caller went away before the request was computed (499 / CANCELLED).
+    Cancelled,
+    /// The feature exists in the protocol but not in this server (501 / UNIMPLEMENTED).
+    Unsupported,
+    /// A failure inside the server or the runtime (500 / INTERNAL).
+    Internal,
+}
+
+/// One row of the error table.
+#[derive(Debug, Clone, Copy)]
+pub struct ErrorMapping {
+    /// HTTP status code.
+    pub http_status: u16,
+    /// Canonical gRPC status code (`google.rpc.Code` numbering).
+    pub grpc_code: i32,
+    /// Value of the `reason` label on error metrics.
+    pub label: &'static str,
+}
+
+impl ErrorKind {
+    /// The table: the only place where protocol codes for errors are decided.
+    pub const fn mapping(self) -> ErrorMapping {
+        let (http_status, grpc_code, label) = match self {
+            ErrorKind::InvalidArgument => (400, 3, "invalid_argument"),
+            ErrorKind::NotFound => (404, 5, "not_found"),
+            ErrorKind::Unavailable => (503, 14, "unavailable"),
+            ErrorKind::TooLarge => (413, 8, "too_large"),
+            ErrorKind::Timeout => (504, 4, "timeout"),
+            ErrorKind::Cancelled => (499, 1, "cancelled"),
+            ErrorKind::Unsupported => (501, 12, "unsupported"),
+            ErrorKind::Internal => (500, 13, "internal"),
+        };
+        ErrorMapping {
+            http_status,
+            grpc_code,
+            label,
+        }
+    }
+}
+
+/// An error with a message meant for the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Error {
+    /// Classification; decides status codes and metric labels.
+    pub kind: ErrorKind,
+    /// Human-readable explanation, returned to the client as is.
+    pub message: String,
+}
+
+impl Error {
+    /// Builds an error of `kind`.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Error {
+            kind,
+            message: message.into(),
+        }
+    }
+    /// 400 / INVALID_ARGUMENT.
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::InvalidArgument, message)
+    }
+    /// 404 / NOT_FOUND.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::NotFound, message)
+    }
+    /// 503 / UNAVAILABLE.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Unavailable, message)
+    }
+    /// 413 / RESOURCE_EXHAUSTED.
+    pub fn too_large(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::TooLarge, message)
+    }
+    /// 500 / INTERNAL.
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Internal, message)
+    }
+    /// 501 / UNIMPLEMENTED.
+    pub fn unsupported(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Unsupported, message)
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// Result with the core error.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_matches_triton_status_mapping() {
+        assert_eq!(ErrorKind::InvalidArgument.mapping().http_status, 400);
+        assert_eq!(ErrorKind::NotFound.mapping().http_status, 404);
+        assert_eq!(ErrorKind::Unavailable.mapping().http_status, 503);
+        assert_eq!(ErrorKind::Internal.mapping().http_status, 500);
+        assert_eq!(ErrorKind::Unsupported.mapping().grpc_code, 12);
+        assert_eq!(ErrorKind::TooLarge.mapping().grpc_code, 8);
+    }
+}

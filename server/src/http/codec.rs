@@ -1,0 +1,692 @@
+//! KServe V2 JSON bodies and Triton's binary tensor data extension, in both
+//! directions. JSON tensor data is parsed straight into typed little-endian
+//! buffers (no intermediate `Value` per element); binary data is sliced out
+//! of the body without copying.
+
+use std::fmt;
+use std::time::Instant;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use serde::de::{self, DeserializeSeed, Deserializer, SeqAccess, Visitor};
+use serde::ser::{SerializeSeq, Serializer};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+
+use crate::error::{Error, Result};
+use crate::metrics::Protocol;
+use crate::service::{InferRequest, InferResponse, Param};
+use crate::tensor::{DataType, Tensor, TensorData, decode_bytes_elements, element_count};
+
+#[derive(Deserialize)]
+struct RequestJson<'a> {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    parameters: Option<Map<String, Value>>,
+    #[serde(borrow)]
+    inputs: Vec<InputJson<'a>>,
+    #[serde(default)]
+    outputs: Option<Vec<OutputJson>>,
+}
+
+#[derive(Deserialize)]
+struct InputJson<'a> {
+    name: String,
+    shape: Vec<i64>,
+    datatype: String,
+    #[serde(default)]
+    parameters: Option<Map<String, Value>>,
+    #[serde(default, borrow)]
+    data: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct OutputJson {
+    name: String,
+    #[serde(default)]
+    parameters: Option<Map<String, Value>>,
+}
+
+/// A decoded HTTP inference request and how its response is to be encoded.
+#[derive(Debug)]
+pub struct DecodedRequest {
+    /// The request for the service.
+    pub request: InferRequest,
+    /// How to encode the response.
+    pub format: OutputFormat,
+}
+
+/// Which outputs go back in binary form.
+#[derive(Debug, Default)]
+pub struct OutputFormat {
+    /// Outputs the client asked for in binary form (by name), or all when
+    /// `all_binary`.
+    pub binary_outputs: Vec<String>,
+    /// `binary_data_output: true` at request level.
+    pub all_binary: bool,
+    /// Outputs that asked explicitly for JSON.
+    pub json_outputs: Vec<String>,
+}
+
+/// Decodes a request body. `header_len` is `Inference-Header-Content-Length`
+/// when present: the JSON is the first `header_len` bytes and binary tensor
+/// data follows.
+pub fn decode_request(
+    body: Bytes,
+    header_len: Option<usize>,
+    model: &str,
+    version: Option<&str>,
+    max_elements: usize,
+    received: Instant,
+) -> Result<DecodedRequest> {
+    let json_len = match header_len {
+        Some(n) if n > body.len() => {
+            return Err(Error::invalid(format!(
+                "Inference-Header-Content-Length {n} is larger than the request body ({} bytes)",
+                body.len()
+            )));
+        }
+        Some(n) => n,
+        None => body.len(),
+    };
+    let binary = body.slice(json_len..);
+    let parsed: RequestJson<'_> = serde_json::from_slice(&body[..json_len])
+        .map_err(|e| Error::invalid(format!("malformed inference request JSON: {e}")))?;
+    let mut offset = 0usize;
+    let mut inputs = Vec::with_capacity(parsed.inputs.len());
+    for input in &parsed.inputs {
+        let datatype =
+            DataType::parse(&input.datatype).map_err(|e| Error::invalid(format!("input '{}': {e}", input.name)))?;
+        let count = element_count(&input.shape, max_elements)
+            .map_err(|e| Error::new(e.kind, format!("input '{}': {}", input.name, e.message)))?;
+        let binary_size = match input.parameters.as_ref().and_then(|p| p.get("binary_data_size")) {
+            None => None,
+            Some(v) => Some(v.as_u64().ok_or_else(|| {
+                Error::invalid(format!(
+                    "input '{}': parameter binary_data_size must be a non-negative integer",
+                    input.name
+                ))
+            })? as usize),
+        };
+        let data = match (binary_size, input.data) {
+            (Some(_), Some(_)) => {
+                return Err(Error::invalid(format!(
+                    "input '{}' has both 'data' and binary_data_size",
+                    input.name
+                )));
+            }
+            (Some(size), None) => {
+                let end = offset.checked_add(size).filter(|&e| e <= binary.len()).ok_or_else(|| {
+                    Error::invalid(format!(
+                        "input '{}': binary_data_size {size} goes past the end of the body ({} binary bytes, {} used before)",
+                        input.name,
+                        binary.len(),
+                        offset
+                    ))
+                })?;
+                let chunk = binary.slice(offset..end);
+                offset = end;
+                match datatype.size() {
+                    None => TensorData::Bytes(decode_bytes_elements(&chunk, count, &input.name)?),
+                    Some(size) => {
+                        if chunk.len() != count * size {
+                            return Err(Error::invalid(format!(
+                                "input '{}': binary_data_size {} does not match shape {:?} of {} ({} bytes expected)",
+                                input.name,
+                                chunk.len(),
+                                input.shape,
+                                datatype.as_str(),
+                                count * size
+                            )));
+                        }
+                        TensorData::Fixed(chunk)
+                    }
+                }
+            }
+            (None, Some(raw)) => parse_json_data(raw, datatype, count, &input.name)?,
+            (None, None) => {
+                return Err(Error::invalid(format!(
+                    "input '{}' has neither 'data' nor binary_data_size",
+                    input.name
+                )));
+            }
+        };
+        inputs.push(Tensor {
+            name: input.name.clone(),
+            datatype,
+            shape: input.shape.clone(),
+            data,
+        });
+    }
+    if offset != binary.len() {
+        return Err(Error::invalid(format!(
+            "the body has {} bytes of binary tensor data but the inputs declare {offset}",
+            binary.len()
+        )));
+    }
+    let parameters = convert_params(parsed.parameters.as_ref())?;
+    let all_binary = flag(parsed.parameters.as_ref(), "binary_data_output")?.unwrap_or(false);
+    if parameters.iter().any(|(k, _)| k == "classification") {
+        return Err(Error::unsupported("the classification extension is not supported"));
+    }
+    let mut outputs = Vec::new();
+    let mut binary_outputs = Vec::new();
+    let mut json_outputs = Vec::new();
+    for o in parsed.outputs.unwrap_or_default() {
+        if o.parameters.as_ref().is_some_and(|p| p.contains_key("classification")) {
+            return Err(Error::unsupported("the classification extension is not supported"));
+        }
+        match flag(o.parameters.as_ref(), "binary_data")? {
+            Some(true) => binary_outputs.push(o.name.clone()),
+            Some(false) => json_outputs.push(o.name.clone()),
+            None => {}
+        }
+        outputs.push(o.name);
+    }
+    Ok(DecodedRequest {
+        request: InferRequest {
+            model: model.to_string(),
+            version: version.map(str::to_string),
+            id: parsed.id.unwrap_or_default(),
+            inputs,
+            outputs,
+            parameters,
+            protocol: Protocol::Http,
+            received,
+        },
+        format: OutputFormat {
+            binary_outputs,
+            all_binary,
+            json_outputs,
+        },
+    })
+}
+
+fn flag(params: Option<&Map<String, Value>>, key: &str) -> Result<Option<bool>> {
+    match params.and_then(|p| p.get(key)) {
+        None => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(_) => Err(Error::invalid(format!("parameter '{key}' must be a boolean"))),
+    }
+}
+
+fn convert_params(params: Option<&Map<String, Value>>) -> Result<Vec<(String, Param)>> {
+    let Some(params) = params else {
+        return Ok(Vec::new());
+    };
+    params
+        .iter()
+        .map(|(k, v)| {
+            let p = match v {
+                Value::Bool(b) => Param::Bool(*b),
+                Value::String(s) => Param::Str(s.clone()),
+                Value::Number(n) => match (n.as_i64(), n.as_u64(), n.as_f64()) {
+                    (Some(i), _, _) => Param::Int(i),
+                    (_, Some(u), _) => Param::Uint(u),
+                    (_, _, Some(f)) => Param::Double(f),
+                    _ => return Err(Error::invalid(format!("parameter '{k}' is not a valid number"))),
+                },
+                _ => {
+                    return Err(Error::invalid(format!(
+                        "parameter '{k}' must be a string, number or boolean"
+                    )));
+                }
+            };
+            Ok((k.clone(), p))
+        })
+        .collect()
+}
+
+/// Parses a flat or nested JSON array of `count` elements of `datatype`.
+fn parse_json_data(raw: &RawValue, datatype: DataType, count: usize, name: &str) -> Result<TensorData> {
+    if matches!(datatype, DataType::Fp16 | DataType::Bf16) {
+        return Err(Error::invalid(format!(
+            "input '{name}': {} tensors can only be sent as binary data",
+            datatype.as_str()
+        )));
+    }
+    // Each JSON element takes at least two bytes ("0,"): the allocation is
+    // bounded by what the client actually sent, not by the shape it declared.
+    let bound = count.min(raw.get().len() / 2 + 1);
+    let mut sink = Sink {
+        datatype,
+        expected: count,
+        seen: 0,
+        fixed: Vec::with_capacity(bound * datatype.size().unwrap_or(0)),
+        strings: Vec::new(),
+    };
+    let mut de = serde_json::Deserializer::from_str(raw.get());
+    (&mut sink)
+        .deserialize(&mut de)
+        .map_err(|e| Error::invalid(format!("input '{name}': {e}")))?;
+    if sink.seen != count {
+        return Err(Error::invalid(format!(
+            "input '{name}': 'data' has {} elements but the shape holds {count}",
+            sink.seen
+        )));
+    }
+    Ok(match datatype {
+        DataType::Bytes => TensorData::Bytes(sink.strings),
+        _ => TensorData::Fixed(Bytes::from(sink.fixed)),
+    })
+}
+
+struct Sink {
+    datatype: DataType,
+    expected: usize,
+    seen: usize,
+    fixed: Vec<u8>,
+    strings: Vec<Bytes>,
+}
+
+impl Sink {
+    fn admit<E: de::Error>(&mut self) -> Result<(), E> {
+        if self.seen == self.expected {
+            return Err(E::custom(format!(
+                "'data' has more elements than the shape holds ({})",
+                self.expected
+            )));
+        }
+        self.seen += 1;
+        Ok(())
+    }
+
+    fn push_int<E: de::Error>(&mut self, v: i128) -> Result<(), E> {
+        self.admit()?;
+        let dt = self.datatype;
+        let range = |lo: i128, hi: i128| {
+            if v < lo || v > hi {
+                Err(E::custom(format!("{v} is out of range for {}", dt.as_str())))
+            } else {
+                Ok(())
+            }
+        };
+        let out = &mut self.fixed;
+        match dt {
+            DataType::Uint8 => range(0, u8::MAX as i128).map(|_| out.put_u8(v as u8)),
+            DataType::Uint16 => range(0, u16::MAX as i128).map(|_| out.put_u16_le(v as u16)),
+            DataType::Uint32 => range(0, u32::MAX as i128).map(|_| out.put_u32_le(v as u32)),
+            DataType::Uint64 => range(0, u64::MAX as i128).map(|_| out.put_u64_le(v as u64)),
+            DataType::Int8 => range(i8::MIN as i128, i8::MAX as i128).map(|_| out.put_i8(v as i8)),
+            DataType::Int16 => range(i16::MIN as i128, i16::MAX as i128).map(|_| out.put_i16_le(v as i16)),
+            DataType::Int32 => range(i32::MIN as i128, i32::MAX as i128).map(|_| out.put_i32_le(v as i32)),
+            DataType::Int64 => range(i64::MIN as i128, i64::MAX as i128).map(|_| out.put_i64_le(v as i64)),
+            DataType::Fp32 => {
+                out.put_f32_le(v as f32);
+                Ok(())
+            }
+            DataType::Fp64 => {
+                out.put_f64_le(v as f64);
+                Ok(())
+            }
+            _ => Err(E::custom(format!("expected {} elements, found a number", dt.as_str()))),
+        }
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for &mut Sink {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for &mut Sink {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "a flat or nested array of {} values", self.datatype.as_str())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element_seed(&mut *self)?.is_some() {}
+        Ok(())
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<(), E> {
+        if self.datatype != DataType::Bool {
+            return Err(E::custom(format!(
+                "expected {} elements, found a boolean",
+                self.datatype.as_str()
+            )));
+        }
+        self.admit()?;
+        self.fixed.push(u8::from(v));
+        Ok(())
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<(), E> {
+        self.push_int(v as i128)
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<(), E> {
+        self.push_int(v as i128)
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<(), E> {
+        match self.datatype {
+            DataType::Fp32 => {
+                self.admit()?;
+                self.fixed.put_f32_le(v as f32);
+                Ok(())
+            }
+            DataType::Fp64 => {
+                self.admit()?;
+                self.fixed.put_f64_le(v);
+                Ok(())
+            }
+            dt if v.fract() == 0.0 && v.abs() < 1.8e19 => {
+                if dt == DataType::Bool || dt == DataType::Bytes {
+                    return Err(E::custom(format!("expected {} elements, found a number", dt.as_str())));
+                }
+                self.push_int(v as i128)
+            }
+            dt => Err(E::custom(format!(
+                "{v} is not an integer, as {} elements must be",
+                dt.as_str()
+            ))),
+        }
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
+        if self.datatype != DataType::Bytes {
+            return Err(E::custom(format!(
+                "expected {} elements, found a string",
+                self.datatype.as_str()
+            )));
+        }
+        self.admit()?;
+        self.strings.push(Bytes::copy_from_slice(v.as_bytes()));
+        Ok(())
+    }
+}
+
+#[derive(Serialize)]
+struct ResponseJson<'a> {
+    model_name: &'a str,
+    model_version: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    id: &'a str,
+    outputs: Vec<OutputOut<'a>>,
+}
+
+#[derive(Serialize)]
+struct OutputOut<'a> {
+    name: &'a str,
+    datatype: &'static str,
+    shape: &'a [i64],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parameters: Option<BinaryParams>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<JsonData<'a>>,
+}
+
+#[derive(Serialize)]
+struct BinaryParams {
+    binary_data_size: usize,
+}
+
+/// Serializes tensor data as a flat JSON array straight from its bytes.
+struct JsonData<'a>(&'a Tensor);
+
+impl Serialize for JsonData<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let t = self.0;
+        let mut seq = s.serialize_seq(Some(t.data_elements()))?;
+        match &t.data {
+            TensorData::Bytes(elements) => {
+                for e in elements {
+                    seq.serialize_element(&String::from_utf8_lossy(e))?;
+                }
+            }
+            TensorData::Fixed(b) => {
+                macro_rules! each {
+                    ($n:literal, $conv:expr) => {
+                        for c in b.chunks_exact($n) {
+                            let arr: [u8; $n] = c.try_into().expect("chunks_exact yields full chunks");
+                            seq.serialize_element(&$conv(arr))?;
+                        }
+                    };
+                }
+                match t.datatype {
+                    DataType::Bool => each!(1, |a: [u8; 1]| a[0] != 0),
+                    DataType::Uint8 => each!(1, u8::from_le_bytes),
+                    DataType::Int8 => each!(1, i8::from_le_bytes),
+                    DataType::Uint16 => each!(2, u16::from_le_bytes),
+                    DataType::Int16 => each!(2, i16::from_le_bytes),
+                    DataType::Fp16 => each!(2, |a| half::f16::from_le_bytes(a).to_f32()),
+                    DataType::Bf16 => each!(2, |a| half::bf16::from_le_bytes(a).to_f32()),
+                    DataType::Uint32 => each!(4, u32::from_le_bytes),
+                    DataType::Int32 => each!(4, i32::from_le_bytes),
+                    DataType::Fp32 => each!(4, f32::from_le_bytes),
+                    DataType::Uint64 => each!(8, u64::from_le_bytes),
+                    DataType::Int64 => each!(8, i64::from_le_bytes),
+                    DataType::Fp64 => each!(8, f64::from_le_bytes),
+                    DataType::Bytes => {}
+                }
+            }
+        }
+        seq.end()
+    }
+}
+
+/// An encoded response body and, when it carries binary data, the length of its JSON header.
+#[derive(Debug)]
+pub struct EncodedResponse {
+    /// Body bytes.
+    pub body: Bytes,
+    /// `Inference-Header-Content-Length`, when binary data follows the JSON.
+    pub header_len: Option<usize>,
+}
+
+/// Encodes a response, sending outputs in binary form where the request asked for it.
+pub fn encode_response(resp: &InferResponse, decoded: &OutputFormat) -> Result<EncodedResponse> {
+    let binary = |name: &str| {
+        if decoded.binary_outputs.iter().any(|n| n == name) {
+            true
+        } else if decoded.json_outputs.iter().any(|n| n == name) {
+            false
+        } else {
+            decoded.all_binary
+        }
+    };
+    let mut binary_parts = Vec::new();
+    let outputs = resp
+        .outputs
+        .iter()
+        .map(|t| {
+            if binary(&t.name) {
+                let raw = t.to_raw();
+                let size = raw.len();
+                binary_parts.push(raw);
+                OutputOut {
+                    name: &t.name,
+                    datatype: t.datatype.as_str(),
+                    shape: &t.shape,
+                    parameters: Some(BinaryParams { binary_data_size: size }),
+                    data: None,
+                }
+            } else {
+                OutputOut {
+                    name: &t.name,
+                    datatype: t.datatype.as_str(),
+                    shape: &t.shape,
+                    parameters: None,
+                    data: Some(JsonData(t)),
+                }
+            }
+        })
+        .collect();
+    let json = ResponseJson {
+        model_name: &resp.model,
+        model_version: &resp.version,
+        id: &resp.id,
+        outputs,
+    };
+    let binary_len: usize = binary_parts.iter().map(Bytes::len).sum();
+    let mut buf = BytesMut::with_capacity(256 + binary_len).writer();
+    serde_json::to_writer(&mut buf, &json).map_err(|e| Error::internal(format!("encoding response: {e}")))?;
+    let mut buf = buf.into_inner();
+    if binary_parts.is_empty() {
+        return Ok(EncodedResponse {
+            body: buf.freeze(),
+            header_len: None,
+        });
+    }
+    let header_len = buf.len();
+    for part in binary_parts {
+        buf.put_slice(&part);
+    }
+    Ok(EncodedResponse {
+        body: buf.freeze(),
+        header_len: Some(header_len),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode(body: &str) -> Result<DecodedRequest> {
+        decode_request(Bytes::from(body.to_string()), None, "m", None, 1 << 20, Instant::now())
+    }
+
+    fn fixed(t: &Tensor) -> &[u8] {
+        match &t.data {
+            TensorData::Fixed(b) => b,
+            TensorData::Bytes(_) => panic!("not fixed"),
+        }
+    }
+
+    #[test]
+    fn nested_and_flat_data_parse_to_the_same_bytes() {
+        let flat = decode(r#"{"inputs":[{"name":"x","shape":[2,2],"datatype":"INT32","data":[1,2,3,4]}]}"#).unwrap();
+        let nested =
+            decode(r#"{"inputs":[{"name":"x","shape":[2,2],"datatype":"INT32","data":[[1,2],[3,4]]}]}"#).unwrap();
+        assert_eq!(fixed(&flat.request.inputs[0]), fixed(&nested.request.inputs[0]));
+        assert_eq!(fixed(&flat.request.inputs[0])[4..8], 2i32.to_le_bytes());
+    }
+
+    #[test]
+    fn bad_json_data_is_rejected_with_a_reason() {
+        let cases = [
+            (
+                r#"{"inputs":[{"name":"x","shape":[2],"datatype":"INT32","data":[1.5,2]}]}"#,
+                "not an integer",
+            ),
+            (
+                r#"{"inputs":[{"name":"x","shape":[2],"datatype":"INT8","data":[1,300]}]}"#,
+                "out of range",
+            ),
+            (
+                r#"{"inputs":[{"name":"x","shape":[3],"datatype":"FP32","data":[1,2]}]}"#,
+                "has 2 elements",
+            ),
+            (
+                r#"{"inputs":[{"name":"x","shape":[1],"datatype":"FP32","data":[1,2]}]}"#,
+                "more elements",
+            ),
+            (
+                r#"{"inputs":[{"name":"x","shape":[1],"datatype":"FP32","data":[NaN]}]}"#,
+                "malformed",
+            ),
+            (
+                r#"{"inputs":[{"name":"x","shape":[1],"datatype":"FP32","data":["a"]}]}"#,
+                "found a string",
+            ),
+            (
+                r#"{"inputs":[{"name":"x","shape":[1],"datatype":"FP16","data":[1]}]}"#,
+                "binary data",
+            ),
+            (
+                r#"{"inputs":[{"name":"x","shape":[1],"datatype":"FLOAT","data":[1]}]}"#,
+                "unknown datatype",
+            ),
+            (
+                r#"{"inputs":[{"name":"x","shape":[4294967296,4294967296],"datatype":"FP32","data":[1]}]}"#,
+                "overflows",
+            ),
+            (r#"{"inputs":[{"name":"x","shape":[1],"datatype":"FP32"}]}"#, "neither"),
+            (
+                r#"{"inputs":[{"name":"x","shape":[1],"datatype":"BOOL","data":[1]}]}"#,
+                "found a number",
+            ),
+            (
+                r#"{"inputs":[{"name":"x","shape":[1],"datatype":"FP32","data":[1]}"#,
+                "malformed",
+            ),
+        ];
+        for (body, expect) in cases {
+            let e = decode(body).unwrap_err();
+            assert!(e.message.contains(expect), "{body}: {e}");
+        }
+    }
+
+    #[test]
+    fn binary_sections_are_checked_against_the_header() {
+        let json = r#"{"inputs":[{"name":"x","shape":[2],"datatype":"INT32","parameters":{"binary_data_size":8}}]}"#;
+        let mut body = json.as_bytes().to_vec();
+        body.extend_from_slice(&[1, 0, 0, 0, 2, 0, 0, 0]);
+        let ok = decode_request(
+            Bytes::from(body.clone()),
+            Some(json.len()),
+            "m",
+            None,
+            1 << 20,
+            Instant::now(),
+        )
+        .unwrap();
+        assert_eq!(fixed(&ok.request.inputs[0]), &[1, 0, 0, 0, 2, 0, 0, 0]);
+        let short = decode_request(
+            Bytes::from(body[..body.len() - 1].to_vec()),
+            Some(json.len()),
+            "m",
+            None,
+            1 << 20,
+            Instant::now(),
+        );
+        assert!(short.unwrap_err().message.contains("past the end"));
+        let mut long = body.clone();
+        long.push(0);
+        let long = decode_request(Bytes::from(long), Some(json.len()), "m", None, 1 << 20, Instant::now());
+        assert!(long.unwrap_err().message.contains("binary tensor data"));
+        let beyond = decode_request(
+            Bytes::from(body.clone()),
+            Some(body.len() + 1),
+            "m",
+            None,
+            1 << 20,
+            Instant::now(),
+        );
+        assert!(beyond.unwrap_err().message.contains("larger than the request body"));
+    }
+
+    #[test]
+    fn responses_encode_json_and_binary() {
+        let t = Tensor {
+            name: "y".into(),
+            datatype: DataType::Fp32,
+            shape: vec![2],
+            data: TensorData::Fixed(Bytes::from([1.5f32.to_le_bytes(), 2f32.to_le_bytes()].concat())),
+        };
+        let resp = InferResponse {
+            model: "m".into(),
+            version: "1".into(),
+            id: "abc".into(),
+            outputs: vec![t],
+            timings: Default::default(),
+        };
+        let mut d = OutputFormat::default();
+        let e = encode_response(&resp, &d).unwrap();
+        let v: Value = serde_json::from_slice(&e.body).unwrap();
+        assert_eq!(v["outputs"][0]["data"], serde_json::json!([1.5, 2.0]));
+        assert_eq!(v["id"], "abc");
+        d.all_binary = true;
+        let e = encode_response(&resp, &d).unwrap();
+        let n = e.header_len.unwrap();
+        let v: Value = serde_json::from_slice(&e.body[..n]).unwrap();
+        assert_eq!(v["outputs"][0]["parameters"]["binary_data_size"], 8);
+        assert_eq!(e.body.len(), n + 8);
+    }
+}

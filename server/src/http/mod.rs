@@ -1,0 +1,297 @@
+//! The HTTP frontend (KServe V2 REST with Triton's extensions). Handlers
+//! decode, call the service, encode — nothing else.
+
+pub mod codec;
+
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::error::Error;
+use crate::repository::config::{config_to_json, message_to_json};
+use crate::service::{ModelMetadata, Service, TensorMeta};
+use switchyard_proto::inference::ModelStatisticsResponse;
+
+/// Header carrying the JSON length of a body with binary tensor data.
+pub const HEADER_LEN: &str = "inference-header-content-length";
+
+#[derive(Clone)]
+struct AppState {
+    service: Service,
+    max_body: usize,
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.kind.mapping().http_status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        (status, Json(json!({ "error": self.message }))).into_response()
+    }
+}
+
+type HttpResult<T> = Result<T, Error>;
+
+/// The HTTP router over `service`.
+pub fn router(service: Service, max_body: usize) -> Router {
+    let state = AppState { service, max_body };
+    Router::new()
+        .route("/v2", get(server_metadata))
+        .route("/v2/health/live", get(live))
+        .route("/v2/health/ready", get(ready))
+        .route("/v2/models/stats", get(all_stats))
+        .route("/v2/models/{model}", get(model_metadata))
+        .route("/v2/models/{model}/versions/{version}", get(model_metadata_v))
+        .route("/v2/models/{model}/ready", get(model_ready))
+        .route("/v2/models/{model}/versions/{version}/ready", get(model_ready_v))
+        .route("/v2/models/{model}/config", get(model_config))
+        .route("/v2/models/{model}/versions/{version}/config", get(model_config_v))
+        .route("/v2/models/{model}/stats", get(model_stats))
+        .route("/v2/models/{model}/versions/{version}/stats", get(model_stats_v))
+        .route("/v2/models/{model}/infer", post(infer))
+        .route("/v2/models/{model}/versions/{version}/infer", post(infer_v))
+        .route("/v2/repository/index", post(repository_index))
+        .route("/v2/repository/models/{model}/load", post(load))
+        .route("/v2/repository/models/{model}/unload", post(unload))
+        .fallback(|| async { Error::not_found("no such endpoint") })
+        .with_state(state)
+}
+
+async fn live(State(s): State<AppState>) -> Response {
+    health(s.service.live(), "live")
+}
+
+async fn ready(State(s): State<AppState>) -> Response {
+    health(s.service.ready(), "ready")
+}
+
+/// 200 when true; 503 when false, so load balancers and probes take it out.
+fn health(ok: bool, key: &str) -> Response {
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(json!({ key: ok }))).into_response()
+}
+
+async fn server_metadata(State(s): State<AppState>) -> Json<Value> {
+    let m = s.service.server_metadata();
+    Json(json!({ "name": m.name, "version": m.version, "extensions": m.extensions }))
+}
+
+fn metadata_json(m: ModelMetadata) -> Json<Value> {
+    let tensors = |ts: Vec<TensorMeta>| -> Vec<Value> {
+        ts.into_iter()
+            .map(|t| json!({ "name": t.name, "datatype": t.datatype.as_str(), "shape": t.shape }))
+            .collect()
+    };
+    let params: serde_json::Map<String, Value> = m.parameters.into_iter().map(|(k, v)| (k, Value::String(v))).collect();
+    Json(json!({
+        "name": m.name,
+        "versions": m.versions,
+        "platform": m.platform,
+        "inputs": tensors(m.inputs),
+        "outputs": tensors(m.outputs),
+        "parameters": params,
+    }))
+}
+
+async fn model_metadata(State(s): State<AppState>, Path(model): Path<String>) -> HttpResult<Json<Value>> {
+    s.service.model_metadata(&model, None).map(metadata_json)
+}
+
+async fn model_metadata_v(
+    State(s): State<AppState>,
+    Path((model, version)): Path<(String, String)>,
+) -> HttpResult<Json<Value>> {
+    s.service.model_metadata(&model, Some(&version)).map(metadata_json)
+}
+
+fn model_ready_response(s: &AppState, model: &str, version: Option<&str>) -> Response {
+    let ready = s.service.model_ready(model, version);
+    let status = if ready { StatusCode::OK } else { StatusCode::BAD_REQUEST };
+    (status, Json(json!({ "name": model, "ready": ready }))).into_response()
+}
+
+async fn model_ready(State(s): State<AppState>, Path(model): Path<String>) -> Response {
+    model_ready_response(&s, &model, None)
+}
+
+async fn model_ready_v(State(s): State<AppState>, Path((model, version)): Path<(String, String)>) -> Response {
+    model_ready_response(&s, &model, Some(&version))
+}
+
+async fn model_config(State(s): State<AppState>, Path(model): Path<String>) -> HttpResult<Json<Value>> {
+    s.service.model_config(&model, None).map(|c| Json(config_to_json(&c)))
+}
+
+async fn model_config_v(
+    State(s): State<AppState>,
+    Path((model, version)): Path<(String, String)>,
+) -> HttpResult<Json<Value>> {
+    s.service
+        .model_config(&model, Some(&version))
+        .map(|c| Json(config_to_json(&c)))
+}
+
+fn stats_json(s: &AppState, model: &str, version: Option<&str>) -> HttpResult<Json<Value>> {
+    let model_stats = s.service.model_statistics(model, version)?;
+    let resp = ModelStatisticsResponse { model_stats };
+    Ok(Json(message_to_json(&resp, "inference.ModelStatisticsResponse")))
+}
+
+async fn all_stats(State(s): State<AppState>) -> HttpResult<Json<Value>> {
+    stats_json(&s, "", None)
+}
+
+async fn model_stats(State(s): State<AppState>, Path(model): Path<String>) -> HttpResult<Json<Value>> {
+    stats_json(&s, &model, None)
+}
+
+async fn model_stats_v(
+    State(s): State<AppState>,
+    Path((model, version)): Path<(String, String)>,
+) -> HttpResult<Json<Value>> {
+    stats_json(&s, &model, Some(&version))
+}
+
+#[derive(Deserialize, Default)]
+struct IndexRequest {
+    #[serde(default)]
+    ready: bool,
+}
+
+async fn repository_index(State(s): State<AppState>, body: axum::body::Bytes) -> HttpResult<Json<Value>> {
+    let req: IndexRequest = if body.is_empty() {
+        IndexRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| Error::invalid(format!("malformed index request: {e}")))?
+    };
+    let entries = s.service.repository_index(req.ready)?;
+    Ok(Json(Value::Array(
+        entries
+            .into_iter()
+            .map(|e| {
+                let mut o = json!({ "name": e.name });
+                for (k, v) in [("version", e.version), ("state", e.state), ("reason", e.reason)] {
+                    if !v.is_empty() {
+                        o[k] = Value::String(v);
+                    }
+                }
+                o
+            })
+            .collect(),
+    )))
+}
+
+#[derive(Deserialize, Default)]
+struct LoadRequest {
+    #[serde(default)]
+    parameters: serde_json::Map<String, Value>,
+}
+
+async fn load(
+    State(s): State<AppState>,
+    Path(model): Path<String>,
+    body: axum::body::Bytes,
+) -> HttpResult<Json<Value>> {
+    let req: LoadRequest = if body.is_empty() {
+        LoadRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| Error::invalid(format!("malformed load request: {e}")))?
+    };
+    if req.parameters.keys().any(|k| k.starts_with("file:")) {
+        return Err(Error::unsupported(
+            "loading model files through the API ('file:' parameters) is not supported",
+        ));
+    }
+    let config = match req.parameters.get("config") {
+        None => None,
+        Some(Value::String(c)) => Some(c.clone()),
+        Some(_) => return Err(Error::invalid("parameter 'config' must be a JSON string")),
+    };
+    s.service.load_model(&model, config.as_deref()).await?;
+    Ok(Json(json!({})))
+}
+
+async fn unload(State(s): State<AppState>, Path(model): Path<String>) -> HttpResult<Json<Value>> {
+    s.service.unload_model(&model).await?;
+    Ok(Json(json!({})))
+}
+
+async fn infer(State(s): State<AppState>, Path(model): Path<String>, req: Request) -> HttpResult<Response> {
+    do_infer(s, model, None, req).await
+}
+
+async fn infer_v(
+    State(s): State<AppState>,
+    Path((model, version)): Path<(String, String)>,
+    req: Request,
+) -> HttpResult<Response> {
+    do_infer(s, model, Some(version), req).await
+}
+
+async fn do_infer(s: AppState, model: String, version: Option<String>, req: Request) -> HttpResult<Response> {
+    let received = Instant::now();
+    let header_len = parse_header_len(req.headers())?;
+    if let Some(len) = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+        && len > s.max_body
+    {
+        return Err(too_large(s.max_body));
+    }
+    let body = axum::body::to_bytes(req.into_body(), s.max_body)
+        .await
+        .map_err(|_| too_large(s.max_body))?;
+    let decoded = codec::decode_request(
+        body,
+        header_len,
+        &model,
+        version.as_deref(),
+        s.service.max_tensor_elements(),
+        received,
+    )
+    .inspect_err(|e| crate::metrics::unrouted_failure(crate::metrics::Protocol::Http, e.kind))?;
+    let response = s.service.infer(decoded.request).await?;
+    let encoded = codec::encode_response(&response, &decoded.format)?;
+    let mut resp = Response::new(Body::from(encoded.body));
+    let headers = resp.headers_mut();
+    match encoded.header_len {
+        Some(n) => {
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            );
+            headers.insert(HEADER_LEN, HeaderValue::from(n));
+        }
+        None => {
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        }
+    }
+    Ok(resp)
+}
+
+fn too_large(limit: usize) -> Error {
+    Error::too_large(format!("request body is larger than the limit of {limit} bytes"))
+}
+
+fn parse_header_len(headers: &HeaderMap) -> HttpResult<Option<usize>> {
+    headers
+        .get(HEADER_LEN)
+        .map(|v| {
+            v.to_str()
+                .ok()
+                .and_then(|s| s.trim().parse::<usize>().ok())
+                .ok_or_else(|| Error::invalid("Inference-Header-Content-Length must be a non-negative integer"))
+        })
+        .transpose()
+}

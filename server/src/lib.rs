@@ -1,0 +1,312 @@
+//! Switchyard serves ONNX models over the KServe V2 / Open Inference Protocol
+//! with Triton's extensions, on HTTP and gRPC.
+//!
+//! Architecture, from the wire inwards:
+//! - `http` (axum) and `grpc` (tonic) decode requests into the core's types,
+//!   call [`service::Service`] — the one internal API — and encode the result.
+//!   They never touch batching, the registry or ONNX Runtime.
+//! - `service` routes a request through the `registry` (an `ArcSwap`'d table
+//!   of loaded model versions), validates it against the version's signature
+//!   and queues it on the version's bounded `batching` queue.
+//! - Executor threads (one per model instance, each owning its ONNX Runtime
+//!   session from `model::onnx`) form batches, run them, split the results
+//!   and answer each request over a oneshot channel. ONNX Runtime never runs
+//!   on the async runtime's workers.
+//! - `repository` reads Triton's layout and `config.pbtxt`; the control plane
+//!   (start-up loading, polling, the repository API) publishes new versions
+//!   with one atomic swap; retired versions drain and free themselves.
+//! - `stats` (Triton's ModelStatistics) and `metrics` (Prometheus) observe it all.
+
+pub mod batching;
+pub mod config;
+pub mod error;
+pub mod grpc;
+pub mod http;
+pub mod metrics;
+pub mod model;
+pub mod registry;
+pub mod repository;
+pub mod service;
+pub mod stats;
+pub mod tensor;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::serve::ListenerExt;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tonic_health::ServingStatus;
+
+pub use config::Config;
+use config::ControlMode;
+pub use service::Service;
+
+/// The three bound listeners.
+#[derive(Debug)]
+pub struct Listeners {
+    /// HTTP / REST.
+    pub http: TcpListener,
+    /// gRPC.
+    pub grpc: TcpListener,
+    /// Prometheus metrics.
+    pub metrics: TcpListener,
+}
+
+impl Listeners {
+    /// Binds the addresses and ports of `config` (port 0 = ephemeral).
+    pub async fn bind(config: &Config) -> anyhow::Result<Listeners> {
+        let bind = |ip, port, what: &'static str| async move {
+            let addr = SocketAddr::new(ip, port);
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot bind the {what} port {addr}"))
+        };
+        Ok(Listeners {
+            http: bind(config.http_address, config.http_port, "HTTP").await?,
+            grpc: bind(config.grpc_address, config.grpc_port, "gRPC").await?,
+            metrics: bind(config.metrics_address, config.metrics_port, "metrics").await?,
+        })
+    }
+}
+
+/// A running server.
+#[derive(Debug)]
+pub struct Server {
+    /// The core (for embedding and tests).
+    pub service: Service,
+    /// HTTP address.
+    pub http_addr: SocketAddr,
+    /// gRPC address.
+    pub grpc_addr: SocketAddr,
+    /// Metrics address.
+    pub metrics_addr: SocketAddr,
+    ready: watch::Receiver<bool>,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Server {
+    /// Checks the configuration, loads ONNX Runtime, binds the listeners and
+    /// starts serving; models load in the background (see [`Server::wait_ready`]).
+    pub async fn start(config: Config) -> anyhow::Result<Server> {
+        let runtime = model::onnx::init_runtime(config.ort_library.as_deref()).map_err(anyhow::Error::msg)?;
+        tracing::info!(%runtime, "ONNX Runtime loaded");
+        anyhow::ensure!(
+            config.model_repository.is_dir(),
+            "model repository {} is not a directory",
+            config.model_repository.display()
+        );
+        let listeners = Listeners::bind(&config).await?;
+        Self::start_on(config, listeners)
+    }
+
+    /// Starts serving on already-bound listeners.
+    pub fn start_on(config: Config, listeners: Listeners) -> anyhow::Result<Server> {
+        let prometheus = metrics::install();
+        let service = Service::new(&config);
+        let http_addr = listeners.http.local_addr()?;
+        let grpc_addr = listeners.grpc.local_addr()?;
+        let metrics_addr = listeners.metrics.local_addr()?;
+        let (stop, stop_rx) = watch::channel(false);
+        let (ready_tx, ready) = watch::channel(false);
+        let stopped = |mut rx: watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+
+        let (health, health_service) = tonic_health::server::health_reporter();
+        let grpc_service = grpc::GrpcInferenceServiceServer::new(grpc::GrpcService::new(service.clone()))
+            .max_decoding_message_size(config.grpc_max_message_bytes)
+            .max_encoding_message_size(config.grpc_max_message_bytes);
+        let incoming = tonic::transport::server::TcpIncoming::from(listeners.grpc).with_nodelay(Some(true));
+        let grpc_task = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(health_service)
+                .add_service(grpc_service)
+                .serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone())),
+        );
+        let http_listener = listeners.http.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        let http_task = tokio::spawn(
+            axum::serve(http_listener, http::router(service.clone(), config.http_max_body_bytes))
+                .with_graceful_shutdown(stopped(stop_rx.clone()))
+                .into_future(),
+        );
+        let metrics_router = axum::Router::new().route(
+            "/metrics",
+            axum::routing::get(move || {
+                let p = prometheus.clone();
+                async move { p.render() }
+            }),
+        );
+        let metrics_task = tokio::spawn(
+            axum::serve(listeners.metrics, metrics_router)
+                .with_graceful_shutdown(stopped(stop_rx.clone()))
+                .into_future(),
+        );
+
+        let control = tokio::spawn(control_plane(
+            config.clone(),
+            service.clone(),
+            health.clone(),
+            ready_tx,
+            stop_rx.clone(),
+        ));
+        let exit_timeout = Duration::from_secs(config.exit_timeout_secs);
+        let svc = service.clone();
+        let task = tokio::spawn(async move {
+            stopped(stop_rx).await;
+            // Readiness turns false first, so load balancers stop sending, then listeners drain.
+            svc.begin_shutdown();
+            health.set_service_status("", ServingStatus::NotServing).await;
+            health
+                .set_not_serving::<grpc::GrpcInferenceServiceServer<grpc::GrpcService>>()
+                .await;
+            tracing::info!("shutting down: draining in-flight requests");
+            let drain = async {
+                let (h, g, m) = tokio::join!(http_task, grpc_task, metrics_task);
+                h??;
+                g??;
+                m??;
+                anyhow::Ok(())
+            };
+            let result = match tokio::time::timeout(exit_timeout, drain).await {
+                Ok(r) => r,
+                Err(_) => {
+                    tracing::warn!(?exit_timeout, "in-flight requests did not finish in time");
+                    Ok(())
+                }
+            };
+            control.abort();
+            result
+        });
+        Ok(Server {
+            service,
+            http_addr,
+            grpc_addr,
+            metrics_addr,
+            ready,
+            stop,
+            task,
+        })
+    }
+
+    /// Resolves once start-up loading is done and the server is ready.
+    pub async fn wait_ready(&self) {
+        let mut rx = self.ready.clone();
+        let _ = rx.wait_for(|r| *r).await;
+    }
+
+    /// Starts a graceful shutdown.
+    pub fn shutdown(&self) {
+        let _ = self.stop.send(true);
+    }
+
+    /// Waits for the server to stop.
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.task.await?
+    }
+
+    /// Runs until `signal` resolves, then shuts down gracefully.
+    pub async fn run_until(self, signal: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let stop = self.stop.clone();
+        let waiter = self.wait();
+        tokio::pin!(waiter);
+        tokio::select! {
+            r = &mut waiter => return r,
+            _ = signal => {}
+        }
+        let _ = stop.send(true);
+        waiter.await
+    }
+}
+
+/// Start-up loading, then (poll mode) re-scanning the repository.
+async fn control_plane(
+    config: Config,
+    service: Service,
+    health: tonic_health::server::HealthReporter,
+    ready: watch::Sender<bool>,
+    stop: watch::Receiver<bool>,
+) {
+    let repo = &config.model_repository;
+    let all = || {
+        repository::list_models(repo).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "cannot list the model repository");
+            Vec::new()
+        })
+    };
+    let names: Vec<String> = match config.model_control_mode {
+        ControlMode::Explicit if config.load_models.iter().any(|m| m == "*") => all(),
+        ControlMode::Explicit => config.load_models.clone(),
+        ControlMode::None | ControlMode::Poll => all(),
+    };
+    let mut ok = true;
+    for name in &names {
+        if let Err(e) = service.load_now(name, None).await {
+            tracing::error!(model = %name, error = %e, "model failed to load");
+            ok = false;
+        }
+    }
+    let is_ready = ok || !config.strict_readiness;
+    if is_ready {
+        service.set_ready(true);
+        health.set_service_status("", ServingStatus::Serving).await;
+        health
+            .set_serving::<grpc::GrpcInferenceServiceServer<grpc::GrpcService>>()
+            .await;
+        tracing::info!(models = names.len(), "server ready");
+    } else {
+        tracing::error!("not ready: a model meant to serve at start failed to load (--strict-readiness)");
+    }
+    let _ = ready.send(is_ready);
+    if config.model_control_mode != ControlMode::Poll {
+        return;
+    }
+    let mut seen: BTreeMap<String, String> = BTreeMap::new();
+    for name in &names {
+        if let Ok(src) = repository::read_model(repo, name, None) {
+            seen.insert(name.clone(), src.fingerprint);
+        }
+    }
+    let mut interval = tokio::time::interval(Duration::from_secs(config.repository_poll_secs));
+    interval.tick().await;
+    let mut stop = stop;
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        poll_once(&service, repo, &mut seen).await;
+    }
+}
+
+/// One poll: loads new or changed models, unloads removed ones.
+async fn poll_once(service: &Service, repo: &std::path::Path, seen: &mut BTreeMap<String, String>) {
+    let current = repository::list_models(repo).unwrap_or_default();
+    for name in &current {
+        let Ok(src) = repository::read_model(repo, name, None) else {
+            continue;
+        };
+        if seen.get(name) == Some(&src.fingerprint) {
+            continue;
+        }
+        tracing::info!(model = %name, "repository change detected: loading");
+        if let Err(e) = service.load_now(name, None).await {
+            tracing::error!(model = %name, error = %e, "reload failed");
+        }
+        seen.insert(name.clone(), src.fingerprint);
+    }
+    let removed: Vec<String> = seen.keys().filter(|n| !current.contains(n)).cloned().collect();
+    for name in removed {
+        seen.remove(&name);
+        if service.registry().get(&name).is_some() {
+            let _ = service.registry().unload(&name).await;
+        }
+    }
+}

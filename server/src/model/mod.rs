@@ -1,0 +1,79 @@
+//! Models as the rest of the server sees them: a signature (inputs and
+//! outputs with types and shapes) and an executor that runs batches. Only
+//! `onnx` touches ONNX Runtime.
+
+pub mod onnx;
+
+use crate::tensor::DataType;
+
+/// One input or output as the model file declares it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IoSpec {
+    /// Tensor name.
+    pub name: String,
+    /// Element type; `Err` holds the runtime's name of a type the protocol cannot carry.
+    pub datatype: Result<DataType, String>,
+    /// Full shape as declared by the model; -1 marks a variable dimension.
+    pub dims: Vec<i64>,
+}
+
+/// Inputs and outputs of a model file, in the model's order.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Signature {
+    /// Inputs.
+    pub inputs: Vec<IoSpec>,
+    /// Outputs.
+    pub outputs: Vec<IoSpec>,
+}
+
+/// Where a session's kernels run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Device {
+    /// CPU execution provider.
+    #[default]
+    Cpu,
+    /// CUDA execution provider on the given device.
+    Cuda(i32),
+}
+
+impl std::fmt::Display for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Device::Cpu => f.write_str("cpu"),
+            Device::Cuda(id) => write!(f, "cuda:{id}"),
+        }
+    }
+}
+
+/// What a model's config asks of the execution provider.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum DeviceRequest {
+    /// CPU only (`KIND_CPU`).
+    #[default]
+    Cpu,
+    /// GPU if the CUDA provider attaches, CPU otherwise (`KIND_AUTO`), reported.
+    Auto,
+    /// GPU required (`KIND_GPU` or a `gpu_execution_accelerator`); CPU only when
+    /// the config sets the `allow_cpu_fallback` parameter.
+    Gpu {
+        /// CUDA device id.
+        device_id: i32,
+        /// Fall back to CPU (reported) when CUDA cannot be registered.
+        allow_cpu_fallback: bool,
+    },
+}
+
+/// Session options drawn from the model config.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SessionSettings {
+    /// Intra-op threads (0: ONNX Runtime's default).
+    pub intra_op_threads: usize,
+    /// Inter-op threads (0: ONNX Runtime's default).
+    pub inter_op_threads: usize,
+    /// Run independent graph branches in parallel.
+    pub parallel_execution: bool,
+    /// Graph optimization level as Triton spells it: -1 basic, 1 extended, 2 disabled; 0 = all.
+    pub graph_optimization_level: i32,
+    /// Requested device.
+    pub device: DeviceRequest,
+}

@@ -1,0 +1,208 @@
+//! The model repository in Triton's layout: `<repo>/<model>/config.pbtxt`
+//! (optional) and `<repo>/<model>/<version>/model.onnx`. This module reads the
+//! file system; it decides nothing about serving.
+
+pub mod config;
+
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use switchyard_proto::inference::{ModelConfig, model_version_policy::PolicyChoice};
+
+use crate::error::{Error, Result};
+
+/// Default model file name inside a version directory.
+pub const DEFAULT_MODEL_FILENAME: &str = "model.onnx";
+
+/// One model as found on disk.
+#[derive(Debug, Clone)]
+pub struct ModelSource {
+    /// Model name (the directory name).
+    pub name: String,
+    /// The model's directory.
+    pub dir: PathBuf,
+    /// The parsed `config.pbtxt` (or the override given to the load API);
+    /// not yet completed from the model file.
+    pub config: ModelConfig,
+    /// Versions selected by the version policy, ascending, with their model file.
+    pub versions: Vec<(i64, PathBuf)>,
+    /// Changes whenever the config or any selected model file changes (for polling).
+    pub fingerprint: String,
+}
+
+/// Refuses names that could escape the repository or hide files.
+pub fn validate_model_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 255
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!(
+            "invalid model name '{}': use letters, digits, '_', '-' and '.', not starting with '.'",
+            name.escape_debug()
+        )))
+    }
+}
+
+/// Names of the model directories in the repository, sorted.
+pub fn list_models(repo: &Path) -> Result<Vec<String>> {
+    let entries = std::fs::read_dir(repo)
+        .map_err(|e| Error::internal(format!("cannot read model repository {}: {e}", repo.display())))?;
+    let mut names: Vec<String> = entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| validate_model_name(n).is_ok())
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+/// Reads one model: its config (or `override_config`) and the versions its
+/// version policy selects.
+pub fn read_model(repo: &Path, name: &str, override_config: Option<ModelConfig>) -> Result<ModelSource> {
+    validate_model_name(name)?;
+    let dir = repo.join(name);
+    if !dir.is_dir() {
+        return Err(Error::not_found(format!("model '{name}' is not in the repository")));
+    }
+    let config_path = dir.join("config.pbtxt");
+    let mut fingerprint = String::new();
+    let config = match override_config {
+        Some(c) => {
+            fingerprint.push_str("override;");
+            c
+        }
+        None if config_path.is_file() => {
+            let text = std::fs::read_to_string(&config_path)
+                .map_err(|e| Error::invalid(format!("model '{name}': cannot read {}: {e}", config_path.display())))?;
+            fingerprint.push_str(&format!("config:{};", stamp(&config_path)));
+            config::parse_text(&text)
+                .map_err(|e| Error::invalid(format!("model '{name}': {}: {e}", config_path.display())))?
+        }
+        None => ModelConfig::default(),
+    };
+    let filename = if config.default_model_filename.is_empty() {
+        DEFAULT_MODEL_FILENAME
+    } else {
+        config.default_model_filename.as_str()
+    };
+    if filename.contains('/') || filename.starts_with('.') {
+        return Err(Error::invalid(format!(
+            "model '{name}': default_model_filename '{filename}' must be a plain file name"
+        )));
+    }
+    let mut available: Vec<i64> = std::fs::read_dir(&dir)
+        .map_err(|e| Error::internal(format!("cannot read {}: {e}", dir.display())))?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter_map(|n| parse_version(&n))
+        .collect();
+    available.sort_unstable();
+    let selected = select_versions(&config, &available);
+    let mut versions = Vec::with_capacity(selected.len());
+    for v in selected {
+        let mut file = dir.join(v.to_string()).join(filename);
+        if file.is_dir() {
+            // ONNX models may be a directory holding model.onnx (external data).
+            file = file.join(DEFAULT_MODEL_FILENAME);
+        }
+        fingerprint.push_str(&format!("{v}:{};", stamp(&file)));
+        versions.push((v, file));
+    }
+    Ok(ModelSource {
+        name: name.to_string(),
+        dir,
+        config,
+        versions,
+        fingerprint,
+    })
+}
+
+/// Version directories are positive integers without leading zeros.
+fn parse_version(name: &str) -> Option<i64> {
+    let v: i64 = name.parse().ok()?;
+    (v > 0 && v.to_string() == name).then_some(v)
+}
+
+/// Applies `version_policy` (default: latest 1) to the available versions.
+pub fn select_versions(config: &ModelConfig, available: &[i64]) -> Vec<i64> {
+    match config.version_policy.as_ref().and_then(|p| p.policy_choice.as_ref()) {
+        Some(PolicyChoice::All(_)) => available.to_vec(),
+        Some(PolicyChoice::Specific(s)) => available.iter().copied().filter(|v| s.versions.contains(v)).collect(),
+        Some(PolicyChoice::Latest(l)) => {
+            let n = (l.num_versions.max(1) as usize).min(available.len());
+            available[available.len() - n..].to_vec()
+        }
+        None => available.last().map(|v| vec![*v]).unwrap_or_default(),
+    }
+}
+
+fn stamp(path: &Path) -> String {
+    match std::fs::metadata(path) {
+        Ok(m) => {
+            let mtime = m
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_nanos());
+            format!("{}@{mtime}", m.len())
+        }
+        Err(_) => "missing".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use switchyard_proto::inference::{ModelVersionPolicy, model_version_policy};
+
+    #[test]
+    fn model_names_cannot_escape() {
+        for bad in ["", "..", "../x", "a/b", ".hidden", "a\\b", "a\0b", "x y"] {
+            assert!(validate_model_name(bad).is_err(), "{bad:?}");
+        }
+        for good in ["simple", "resnet-50", "a_b.c"] {
+            validate_model_name(good).unwrap();
+        }
+    }
+
+    #[test]
+    fn version_directories_and_policies() {
+        assert_eq!(parse_version("3"), Some(3));
+        for bad in ["0", "01", "-1", "v1", "1.0"] {
+            assert_eq!(parse_version(bad), None, "{bad}");
+        }
+        let avail = [1, 2, 5];
+        let with = |p| ModelConfig {
+            version_policy: Some(ModelVersionPolicy { policy_choice: Some(p) }),
+            ..Default::default()
+        };
+        assert_eq!(select_versions(&ModelConfig::default(), &avail), [5]);
+        assert_eq!(
+            select_versions(
+                &with(PolicyChoice::Latest(model_version_policy::Latest { num_versions: 2 })),
+                &avail
+            ),
+            [2, 5]
+        );
+        assert_eq!(
+            select_versions(&with(PolicyChoice::All(model_version_policy::All {})), &avail),
+            [1, 2, 5]
+        );
+        assert_eq!(
+            select_versions(
+                &with(PolicyChoice::Specific(model_version_policy::Specific {
+                    versions: vec![1, 7]
+                })),
+                &avail
+            ),
+            [1]
+        );
+    }
+}

@@ -1,0 +1,521 @@
+//! The one internal API that both frontends call: health, metadata,
+//! configuration, statistics, repository operations and inference. Protocol
+//! code converts to and from these types; the decisions are made here.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use switchyard_proto::inference::{ModelConfig, ModelStatistics};
+use tokio::sync::oneshot;
+
+use crate::batching::{Job, Timings};
+use crate::config::{Config, ControlMode};
+use crate::error::{Error, ErrorKind, Result};
+use crate::metrics::{self, Protocol};
+use crate::registry::{IndexEntry, LoadSettings, Registry, TensorSpec, VersionHandle};
+use crate::repository;
+use crate::tensor::{DataType, Tensor, element_count};
+
+/// Extensions advertised in server metadata.
+pub const EXTENSIONS: &[&str] = &[
+    "binary_tensor_data",
+    "model_repository",
+    "model_configuration",
+    "statistics",
+    "parameters",
+];
+
+/// A request parameter value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Param {
+    /// Boolean.
+    Bool(bool),
+    /// Signed integer.
+    Int(i64),
+    /// Unsigned integer.
+    Uint(u64),
+    /// Floating point.
+    Double(f64),
+    /// String.
+    Str(String),
+}
+
+impl Param {
+    fn as_u64(&self) -> Option<u64> {
+        match *self {
+            Param::Int(v) => u64::try_from(v).ok(),
+            Param::Uint(v) => Some(v),
+            Param::Double(v) if v >= 0.0 && v.fract() == 0.0 => Some(v as u64),
+            _ => None,
+        }
+    }
+}
+
+/// An inference request, decoded from either protocol.
+#[derive(Debug, Clone)]
+pub struct InferRequest {
+    /// Model name.
+    pub model: String,
+    /// Version; `None` or empty = the latest loaded.
+    pub version: Option<String>,
+    /// Echoed in the response.
+    pub id: String,
+    /// Input tensors.
+    pub inputs: Vec<Tensor>,
+    /// Outputs to return; empty = all.
+    pub outputs: Vec<String>,
+    /// Request parameters (`timeout` in microseconds is honoured).
+    pub parameters: Vec<(String, Param)>,
+    /// Frontend, for metrics.
+    pub protocol: Protocol,
+    /// When the frontend started on it.
+    pub received: Instant,
+}
+
+/// An inference response.
+#[derive(Debug)]
+pub struct InferResponse {
+    /// Model name.
+    pub model: String,
+    /// The version that computed it.
+    pub version: String,
+    /// The request's id.
+    pub id: String,
+    /// Output tensors in the model's output order.
+    pub outputs: Vec<Tensor>,
+    /// Phase durations.
+    pub timings: Timings,
+}
+
+/// Tensor metadata.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TensorMeta {
+    /// Name.
+    pub name: String,
+    /// Datatype.
+    pub datatype: DataType,
+    /// Full shape, -1 for variable dimensions (the batch dimension included).
+    pub shape: Vec<i64>,
+}
+
+/// Model metadata.
+#[derive(Debug, Clone)]
+pub struct ModelMetadata {
+    /// Name.
+    pub name: String,
+    /// Loaded versions.
+    pub versions: Vec<String>,
+    /// `onnxruntime_onnx`.
+    pub platform: String,
+    /// Inputs.
+    pub inputs: Vec<TensorMeta>,
+    /// Outputs.
+    pub outputs: Vec<TensorMeta>,
+    /// Extra facts: execution provider, model digest.
+    pub parameters: Vec<(String, String)>,
+}
+
+/// Server metadata.
+#[derive(Debug, Clone)]
+pub struct ServerMetadata {
+    /// Server name.
+    pub name: &'static str,
+    /// Server version.
+    pub version: &'static str,
+    /// Supported protocol extensions.
+    pub extensions: &'static [&'static str],
+}
+
+struct Inner {
+    repo: PathBuf,
+    control_mode: ControlMode,
+    max_tensor_elements: usize,
+    load_settings: LoadSettings,
+    registry: Registry,
+    ready: AtomicBool,
+    shutting_down: AtomicBool,
+}
+
+/// Cheap to clone; shared by the frontends.
+#[derive(Clone)]
+pub struct Service {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Service").field("repo", &self.inner.repo).finish()
+    }
+}
+
+impl Service {
+    /// A service over `config`'s repository with nothing loaded yet.
+    pub fn new(config: &Config) -> Service {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Service {
+            inner: Arc::new(Inner {
+                repo: config.model_repository.clone(),
+                control_mode: config.model_control_mode,
+                max_tensor_elements: config.max_tensor_elements,
+                load_settings: LoadSettings {
+                    default_max_batch_size: config.default_max_batch_size,
+                    cores,
+                },
+                registry: Registry::default(),
+                ready: AtomicBool::new(false),
+                shutting_down: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// The routing table (for the control plane).
+    pub fn registry(&self) -> &Registry {
+        &self.inner.registry
+    }
+
+    /// Largest element count one tensor may declare.
+    pub fn max_tensor_elements(&self) -> usize {
+        self.inner.max_tensor_elements
+    }
+
+    /// The process is up.
+    pub fn live(&self) -> bool {
+        true
+    }
+
+    /// Ready to take traffic: start-up loading done and not shutting down.
+    pub fn ready(&self) -> bool {
+        self.inner.ready.load(Ordering::Acquire) && !self.inner.shutting_down.load(Ordering::Acquire)
+    }
+
+    /// Marks start-up complete (or not).
+    pub fn set_ready(&self, ready: bool) {
+        self.inner.ready.store(ready, Ordering::Release);
+    }
+
+    /// First step of shutdown: readiness turns false.
+    pub fn begin_shutdown(&self) {
+        self.inner.shutting_down.store(true, Ordering::Release);
+    }
+
+    /// Server name, version and extensions.
+    pub fn server_metadata(&self) -> ServerMetadata {
+        ServerMetadata {
+            name: "switchyard",
+            version: env!("CARGO_PKG_VERSION"),
+            extensions: EXTENSIONS,
+        }
+    }
+
+    /// Whether a model (version) is loaded and serving.
+    pub fn model_ready(&self, model: &str, version: Option<&str>) -> bool {
+        self.inner.registry.resolve(model, version).is_ok()
+    }
+
+    /// Inputs, outputs and versions of a model.
+    pub fn model_metadata(&self, model: &str, version: Option<&str>) -> Result<ModelMetadata> {
+        let handle = self.inner.registry.resolve(model, version)?;
+        let versions = self
+            .inner
+            .registry
+            .get(model)
+            .map(|e| e.versions.keys().map(|v| v.to_string()).collect())
+            .unwrap_or_default();
+        let meta = |specs: &[TensorSpec]| -> Vec<TensorMeta> {
+            specs
+                .iter()
+                .map(|s| TensorMeta {
+                    name: s.name.clone(),
+                    datatype: s.datatype,
+                    shape: if handle.max_batch_size > 0 {
+                        std::iter::once(-1).chain(s.dims.iter().copied()).collect()
+                    } else {
+                        s.dims.clone()
+                    },
+                })
+                .collect()
+        };
+        let provider = handle
+            .config
+            .parameters
+            .get("execution_provider")
+            .map(|p| p.string_value.clone())
+            .unwrap_or_default();
+        Ok(ModelMetadata {
+            name: handle.model.clone(),
+            versions,
+            platform: handle.config.platform.clone(),
+            inputs: meta(&handle.inputs),
+            outputs: meta(&handle.outputs),
+            parameters: vec![
+                ("execution_provider".into(), provider),
+                ("model_sha256".into(), handle.digest.clone()),
+            ],
+        })
+    }
+
+    /// The effective (completed) configuration of a model version.
+    pub fn model_config(&self, model: &str, version: Option<&str>) -> Result<ModelConfig> {
+        Ok(self.inner.registry.resolve(model, version)?.config.clone())
+    }
+
+    /// Statistics of one model (version), or of every loaded model when `model` is empty.
+    pub fn model_statistics(&self, model: &str, version: Option<&str>) -> Result<Vec<ModelStatistics>> {
+        if model.is_empty() {
+            let snapshot = self.inner.registry.snapshot();
+            return Ok(snapshot
+                .values()
+                .flat_map(|e| e.versions.values())
+                .map(|h| h.stats.to_proto(&h.model, &h.version_label))
+                .collect());
+        }
+        match version.filter(|v| !v.is_empty()) {
+            Some(_) => {
+                let h = self.inner.registry.resolve(model, version)?;
+                Ok(vec![h.stats.to_proto(&h.model, &h.version_label)])
+            }
+            None => {
+                let entry = self
+                    .inner
+                    .registry
+                    .get(model)
+                    .ok_or_else(|| Error::not_found(format!("unknown model '{model}'")))?;
+                Ok(entry
+                    .versions
+                    .values()
+                    .map(|h| h.stats.to_proto(&h.model, &h.version_label))
+                    .collect())
+            }
+        }
+    }
+
+    /// Models in the repository and their state.
+    pub fn repository_index(&self, ready_only: bool) -> Result<Vec<IndexEntry>> {
+        self.inner.registry.index(&self.inner.repo, ready_only)
+    }
+
+    /// Loads or reloads a model (explicit mode only), optionally with a JSON config override.
+    pub async fn load_model(&self, model: &str, config_json: Option<&str>) -> Result<()> {
+        self.require_explicit()?;
+        repository::validate_model_name(model)?;
+        let override_config = config_json
+            .map(|j| {
+                repository::config::parse_json(j)
+                    .map_err(|e| Error::invalid(format!("model '{model}': invalid 'config' parameter: {e}")))
+            })
+            .transpose()?;
+        self.load_now(model, override_config).await
+    }
+
+    /// Loads a model whatever the control mode (start-up and polling).
+    pub async fn load_now(&self, model: &str, override_config: Option<ModelConfig>) -> Result<()> {
+        self.inner
+            .registry
+            .load(&self.inner.repo, model, override_config, &self.inner.load_settings)
+            .await
+    }
+
+    /// Unloads a model (explicit mode only).
+    pub async fn unload_model(&self, model: &str) -> Result<()> {
+        self.require_explicit()?;
+        self.inner.registry.unload(model).await
+    }
+
+    fn require_explicit(&self) -> Result<()> {
+        if self.inner.control_mode == ControlMode::Explicit {
+            Ok(())
+        } else {
+            Err(Error::unavailable(
+                "explicit model load / unload is not allowed unless --model-control-mode=explicit",
+            ))
+        }
+    }
+
+    /// Runs an inference request.
+    pub async fn infer(&self, request: InferRequest) -> Result<InferResponse> {
+        let protocol = request.protocol;
+        let handle = match self.inner.registry.resolve(&request.model, request.version.as_deref()) {
+            Ok(h) => h,
+            Err(e) => {
+                metrics::unrouted_failure(protocol, e.kind);
+                return Err(e);
+            }
+        };
+        let received = request.received;
+        let result = self.run(&handle, request).await;
+        let elapsed = received.elapsed();
+        match &result {
+            Ok(_) => {
+                handle.stats.success.record(elapsed);
+                handle.metrics.success(protocol, elapsed.as_secs_f64());
+            }
+            Err(e) => {
+                handle.stats.fail.record(elapsed);
+                handle.metrics.failure(protocol, e.kind, elapsed.as_secs_f64());
+            }
+        }
+        result
+    }
+
+    async fn run(&self, handle: &Arc<VersionHandle>, request: InferRequest) -> Result<InferResponse> {
+        let (job, rx) = self.prepare(
+            handle,
+            request.inputs,
+            request.outputs,
+            &request.parameters,
+            request.received,
+        )?;
+        handle.queue.submit(job)?;
+        let output = rx
+            .await
+            .map_err(|_| Error::internal("the executor stopped before answering"))??;
+        Ok(InferResponse {
+            model: handle.model.clone(),
+            version: handle.version_label.clone(),
+            id: request.id,
+            outputs: output.outputs,
+            timings: output.timings,
+        })
+    }
+
+    /// Checks the request against the model and builds its queue entry.
+    fn prepare(
+        &self,
+        handle: &VersionHandle,
+        mut inputs: Vec<Tensor>,
+        outputs: Vec<String>,
+        parameters: &[(String, Param)],
+        received: Instant,
+    ) -> Result<(Job, oneshot::Receiver<Result<crate::batching::JobOutput>>)> {
+        let model = &handle.model;
+        for t in &inputs {
+            if !handle.inputs.iter().any(|s| s.name == t.name) {
+                return Err(Error::invalid(format!(
+                    "unexpected inference input '{}' for model '{model}'",
+                    t.name
+                )));
+            }
+        }
+        let mut ordered = Vec::with_capacity(handle.inputs.len());
+        let mut rows: Option<usize> = None;
+        let mut shape_key = Vec::new();
+        for spec in &handle.inputs {
+            let Some(pos) = inputs.iter().position(|t| t.name == spec.name) else {
+                if spec.optional {
+                    continue;
+                }
+                return Err(Error::invalid(format!(
+                    "expected {} inputs but got {} inputs for model '{model}': input '{}' is missing",
+                    handle.inputs.len(),
+                    inputs.len() + ordered.len(),
+                    spec.name
+                )));
+            };
+            let tensor = inputs.swap_remove(pos);
+            if inputs.iter().any(|t| t.name == spec.name) {
+                return Err(Error::invalid(format!("input '{}' appears more than once", spec.name)));
+            }
+            let r = self.check_input(handle, spec, &tensor)?;
+            match rows {
+                None => rows = Some(r),
+                Some(prev) if prev != r => {
+                    return Err(Error::invalid(format!(
+                        "input '{}' has batch size {r} but other inputs have {prev}",
+                        spec.name
+                    )));
+                }
+                _ => {}
+            }
+            let skip = usize::from(handle.max_batch_size > 0);
+            shape_key.extend_from_slice(&tensor.shape[skip..]);
+            ordered.push(tensor);
+        }
+        for name in &outputs {
+            if !handle.outputs.iter().any(|o| o.name == *name) {
+                return Err(Error::invalid(format!(
+                    "unexpected inference output '{name}' for model '{model}'"
+                )));
+            }
+        }
+        let timeout = parameters
+            .iter()
+            .find(|(k, _)| k == "timeout")
+            .map(|(_, v)| {
+                v.as_u64()
+                    .map(Duration::from_micros)
+                    .ok_or_else(|| Error::invalid("parameter 'timeout' must be a non-negative integer (microseconds)"))
+            })
+            .transpose()?
+            .filter(|d| !d.is_zero())
+            .or(handle.default_timeout);
+        let (tx, rx) = oneshot::channel();
+        let job = Job {
+            inputs: ordered,
+            rows: rows.unwrap_or(1),
+            shape_key,
+            outputs,
+            enqueued: Instant::now(),
+            deadline: timeout.map(|t| received + t),
+            reply: tx,
+        };
+        Ok((job, rx))
+    }
+
+    /// Validates one input; returns its batch size (1 without a batch dimension).
+    fn check_input(&self, handle: &VersionHandle, spec: &TensorSpec, t: &Tensor) -> Result<usize> {
+        let name = &spec.name;
+        if t.datatype != spec.datatype {
+            return Err(Error::invalid(format!(
+                "input '{name}': datatype {} does not match the model's {}",
+                t.datatype.as_str(),
+                spec.datatype.as_str()
+            )));
+        }
+        let batching = handle.max_batch_size > 0;
+        let expected_rank = spec.dims.len() + usize::from(batching);
+        let shape_error = || {
+            let want: Vec<i64> = if batching {
+                std::iter::once(-1).chain(spec.dims.iter().copied()).collect()
+            } else {
+                spec.dims.clone()
+            };
+            Error::invalid(format!(
+                "input '{name}': shape {:?} does not match the model's {want:?}",
+                t.shape
+            ))
+        };
+        if t.shape.len() != expected_rank {
+            return Err(shape_error());
+        }
+        let (rows, rest) = if batching {
+            (t.shape[0], &t.shape[1..])
+        } else {
+            (1, &t.shape[..])
+        };
+        if rest.iter().zip(&spec.dims).any(|(&s, &d)| s < 0 || (d != -1 && s != d)) {
+            return Err(shape_error());
+        }
+        if batching && (rows < 1 || rows as usize > handle.max_batch_size) {
+            return Err(Error::invalid(format!(
+                "input '{name}': batch size {rows} is outside 1..={} (max_batch_size of model '{}')",
+                handle.max_batch_size, handle.model
+            )));
+        }
+        let count = element_count(&t.shape, self.inner.max_tensor_elements)?;
+        if t.data_elements() != count || t.datatype.size().is_some_and(|s| t.raw_len() != count * s) {
+            return Err(Error::invalid(format!(
+                "input '{name}': {} elements of data for shape {:?} ({count} elements)",
+                t.data_elements(),
+                t.shape
+            )));
+        }
+        Ok(rows as usize)
+    }
+}
+
+/// Maps the registry's error for a missing model to the error kind clients expect.
+pub fn is_not_found(e: &Error) -> bool {
+    e.kind == ErrorKind::NotFound
+}
