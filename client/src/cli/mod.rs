@@ -1,0 +1,231 @@
+//! The `switchyard-client` command line: arguments, the connection to the
+//! server and one function per subcommand. Parsing of tensors given on the
+//! command line lives in `input`, printing in `output`.
+
+mod input;
+mod output;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
+use switchyard_client::{Encoding, GrpcClient, HttpClient, InferOptions, InferResult, Tensor};
+
+/// Command-line client for Switchyard and other KServe V2 / Triton servers.
+#[derive(Debug, Parser)]
+#[command(name = "switchyard-client", version)]
+pub struct Cli {
+    /// Server address [default: http://127.0.0.1:8000 for http, 127.0.0.1:8001 for grpc].
+    #[arg(long, global = true)]
+    pub url: Option<String>,
+    /// Protocol to speak.
+    #[arg(long, global = true, value_enum, default_value_t = Protocol::Http)]
+    pub protocol: Protocol,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Wire protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Protocol {
+    /// KServe V2 REST.
+    Http,
+    /// KServe V2 gRPC (`inference.GRPCInferenceService`).
+    Grpc,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print whether the server is live and ready; exit with 1 unless it is ready.
+    Ready,
+    /// List the models of the repository with their version, state and reason.
+    Models,
+    /// Print a model's metadata as JSON.
+    Metadata {
+        /// Model name.
+        model: String,
+        /// Model version (default: the server's choice).
+        #[arg(long)]
+        version: Option<String>,
+    },
+    /// Run one inference request and print the outputs as JSON.
+    Infer(InferArgs),
+}
+
+/// Arguments of `infer`.
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("source").required(true).args(["request", "inputs"])))]
+pub struct InferArgs {
+    /// Model name.
+    pub model: String,
+    /// Model version (default: the server's choice).
+    #[arg(long)]
+    pub version: Option<String>,
+    /// A KServe V2 JSON inference request body (inputs with name, shape,
+    /// datatype and data; optional id, parameters and outputs), used for
+    /// either protocol.
+    #[arg(long, value_name = "FILE.json")]
+    pub request: Option<PathBuf>,
+    /// An input tensor, e.g. `INPUT0:INT32:1x4:1,2,3,4`; SHAPE may be empty for
+    /// a scalar; VALUES may be `@file.bin` for raw little-endian bytes (BYTES:
+    /// 4-byte length prefix per element). Repeat for several inputs.
+    #[arg(long = "input", value_name = "NAME:DATATYPE:SHAPE:VALUES", value_parser = input::parse_input)]
+    pub inputs: Vec<Tensor>,
+    /// An output to return (repeatable; default: all, or those of --request).
+    #[arg(long = "output", value_name = "NAME")]
+    pub outputs: Vec<String>,
+    /// HTTP: send inputs and receive outputs with the binary tensor data extension.
+    #[arg(long)]
+    pub binary: bool,
+}
+
+/// A connected client of either protocol.
+#[derive(Debug, Clone)]
+pub enum Conn {
+    /// REST.
+    Http(HttpClient),
+    /// gRPC.
+    Grpc(GrpcClient),
+}
+
+impl Conn {
+    /// Connects with `protocol` to `url`, or to the protocol's default address.
+    pub async fn connect(protocol: Protocol, url: Option<&str>) -> Result<Conn> {
+        Ok(match protocol {
+            Protocol::Http => Conn::Http(HttpClient::new(url.unwrap_or("http://127.0.0.1:8000"))?),
+            Protocol::Grpc => {
+                let url = url.unwrap_or("127.0.0.1:8001");
+                Conn::Grpc(
+                    GrpcClient::connect(url)
+                        .await
+                        .with_context(|| format!("connecting to {url}"))?,
+                )
+            }
+        })
+    }
+
+    /// One inference request over whichever protocol this is.
+    pub async fn infer(&self, model: &str, inputs: &[Tensor], opts: &InferOptions) -> Result<InferResult> {
+        Ok(match self {
+            Conn::Http(c) => c.infer(model, inputs, opts).await?,
+            Conn::Grpc(c) => c.infer(model, inputs, opts).await?,
+        })
+    }
+}
+
+/// Runs the command line; the exit code reports the command's outcome.
+pub async fn run(cli: Cli) -> Result<ExitCode> {
+    let conn = Conn::connect(cli.protocol, cli.url.as_deref()).await?;
+    match cli.command {
+        Command::Ready => ready(&conn).await,
+        Command::Models => models(&conn).await,
+        Command::Metadata { model, version } => metadata(&conn, &model, version.as_deref()).await,
+        Command::Infer(args) => infer(&conn, args).await,
+    }
+}
+
+async fn ready(conn: &Conn) -> Result<ExitCode> {
+    let (live, ready) = match conn {
+        Conn::Http(c) => (c.live().await?, c.ready().await?),
+        Conn::Grpc(c) => (c.live().await?, c.ready().await?),
+    };
+    println!("live: {live}\nready: {ready}");
+    Ok(if ready { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+async fn models(conn: &Conn) -> Result<ExitCode> {
+    let rows = match conn {
+        Conn::Http(c) => output::index_rows_from_json(&c.repository_index(false).await?)?,
+        Conn::Grpc(c) => output::index_rows_from_proto(c.repository_index(false).await?),
+    };
+    print!("{}", output::table(&["NAME", "VERSION", "STATE", "REASON"], &rows));
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn metadata(conn: &Conn, model: &str, version: Option<&str>) -> Result<ExitCode> {
+    let text = match conn {
+        Conn::Http(c) => serde_json::to_string_pretty(&c.model_metadata(model, version).await?)?,
+        Conn::Grpc(c) => {
+            serde_json::to_string_pretty(&output::MetadataJson::from(c.model_metadata(model, version).await?))?
+        }
+    };
+    println!("{text}");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn infer(conn: &Conn, args: InferArgs) -> Result<ExitCode> {
+    let (inputs, mut opts) = match &args.request {
+        Some(path) => {
+            let text = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            let body: serde_json::Value =
+                serde_json::from_slice(&text).with_context(|| format!("parsing {}", path.display()))?;
+            input::request_from_json(&body)
+                .map_err(anyhow::Error::msg)
+                .with_context(|| format!("in {}", path.display()))?
+        }
+        None => (args.inputs, InferOptions::default()),
+    };
+    opts.model_version = args.version;
+    if !args.outputs.is_empty() {
+        opts.outputs = args.outputs;
+    }
+    if args.binary {
+        opts.input_encoding = Encoding::Binary;
+        opts.output_encoding = Encoding::Binary;
+    }
+    let result = conn.infer(&args.model, &inputs, &opts).await?;
+    println!("{}", output::result_text(&result));
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn infer_takes_inputs_or_a_request_file_but_not_both() {
+        let cli = Cli::try_parse_from([
+            "switchyard-client",
+            "--protocol",
+            "grpc",
+            "infer",
+            "simple",
+            "--input",
+            "INPUT0:INT32:1x2:1,2",
+            "--input",
+            "INPUT1:INT32:1x2:3,4",
+            "--binary",
+        ])
+        .unwrap();
+        assert_eq!(cli.protocol, Protocol::Grpc);
+        let Command::Infer(args) = cli.command else {
+            panic!("not infer")
+        };
+        assert_eq!(args.inputs.len(), 2);
+        assert!(args.binary);
+        assert!(Cli::try_parse_from(["switchyard-client", "infer", "simple"]).is_err());
+        assert!(
+            Cli::try_parse_from([
+                "switchyard-client",
+                "infer",
+                "simple",
+                "--request",
+                "r.json",
+                "--input",
+                "A:INT32:1:1"
+            ])
+            .is_err()
+        );
+        let bad = Cli::try_parse_from(["switchyard-client", "infer", "simple", "--input", "A:INT32:2:1"]);
+        assert!(bad.unwrap_err().to_string().contains("2 elements"));
+    }
+}

@@ -1,0 +1,476 @@
+//! The gRPC client: `inference.GRPCInferenceService` through the generated
+//! tonic client, plus conversions between [`Tensor`]s and the proto messages.
+
+use std::collections::HashMap;
+
+use serde_json::Value;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::proto::grpc_inference_service_client::GrpcInferenceServiceClient;
+use crate::proto::model_infer_request::{InferInputTensor, InferRequestedOutputTensor};
+use crate::proto::{self, infer_parameter::ParameterChoice};
+use crate::{ClientError, Data, InferOptions, InferResult, Tensor};
+
+/// Largest message sent or received (the default of 4 MiB is too small for
+/// batched tensors).
+const MAX_MESSAGE_BYTES: usize = 64 << 20;
+
+/// A client of one server's gRPC endpoint. Cheap to clone: clones share one
+/// HTTP/2 connection.
+#[derive(Debug, Clone)]
+pub struct GrpcClient {
+    inner: GrpcInferenceServiceClient<Channel>,
+}
+
+impl GrpcClient {
+    /// Connects to `url` (`"http://127.0.0.1:8001"`, or without scheme
+    /// `"127.0.0.1:8001"`); messages of up to 64 MiB pass either way.
+    pub async fn connect(url: &str) -> Result<GrpcClient, ClientError> {
+        let with_scheme = if url.contains("://") {
+            url.to_string()
+        } else {
+            format!("http://{url}")
+        };
+        let endpoint = Endpoint::from_shared(with_scheme)
+            .map_err(|e| ClientError::Transport(format!("invalid URL '{url}': {e}")))?;
+        let channel = endpoint.connect().await.map_err(|e| ClientError::transport(&e))?;
+        let inner = GrpcInferenceServiceClient::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        Ok(GrpcClient { inner })
+    }
+
+    /// A handle for one call (tonic's calls take `&mut self`).
+    fn client(&self) -> GrpcInferenceServiceClient<Channel> {
+        self.inner.clone()
+    }
+
+    /// `ServerLive`.
+    pub async fn live(&self) -> Result<bool, ClientError> {
+        Ok(self
+            .client()
+            .server_live(proto::ServerLiveRequest {})
+            .await?
+            .into_inner()
+            .live)
+    }
+
+    /// `ServerReady`.
+    pub async fn ready(&self) -> Result<bool, ClientError> {
+        Ok(self
+            .client()
+            .server_ready(proto::ServerReadyRequest {})
+            .await?
+            .into_inner()
+            .ready)
+    }
+
+    /// `ModelReady`; `None` lets the server choose the version.
+    pub async fn model_ready(&self, model: &str, version: Option<&str>) -> Result<bool, ClientError> {
+        let request = proto::ModelReadyRequest {
+            name: model.to_string(),
+            version: version.unwrap_or_default().to_string(),
+        };
+        Ok(self.client().model_ready(request).await?.into_inner().ready)
+    }
+
+    /// `ServerMetadata`.
+    pub async fn server_metadata(&self) -> Result<proto::ServerMetadataResponse, ClientError> {
+        Ok(self
+            .client()
+            .server_metadata(proto::ServerMetadataRequest {})
+            .await?
+            .into_inner())
+    }
+
+    /// `ModelMetadata`.
+    pub async fn model_metadata(
+        &self,
+        model: &str,
+        version: Option<&str>,
+    ) -> Result<proto::ModelMetadataResponse, ClientError> {
+        let request = proto::ModelMetadataRequest {
+            name: model.to_string(),
+            version: version.unwrap_or_default().to_string(),
+        };
+        Ok(self.client().model_metadata(request).await?.into_inner())
+    }
+
+    /// `ModelConfig`: the model's effective configuration.
+    pub async fn model_config(&self, model: &str, version: Option<&str>) -> Result<proto::ModelConfig, ClientError> {
+        let request = proto::ModelConfigRequest {
+            name: model.to_string(),
+            version: version.unwrap_or_default().to_string(),
+        };
+        self.client()
+            .model_config(request)
+            .await?
+            .into_inner()
+            .config
+            .ok_or_else(|| ClientError::Decode("ModelConfig response without a config".into()))
+    }
+
+    /// `ModelStatistics`; `None` for every model (or every version).
+    pub async fn statistics(
+        &self,
+        model: Option<&str>,
+        version: Option<&str>,
+    ) -> Result<proto::ModelStatisticsResponse, ClientError> {
+        let request = proto::ModelStatisticsRequest {
+            name: model.unwrap_or_default().to_string(),
+            version: version.unwrap_or_default().to_string(),
+        };
+        Ok(self.client().model_statistics(request).await?.into_inner())
+    }
+
+    /// `RepositoryIndex` (only the ready models with `ready_only`).
+    pub async fn repository_index(&self, ready_only: bool) -> Result<proto::RepositoryIndexResponse, ClientError> {
+        let request = proto::RepositoryIndexRequest {
+            repository_name: String::new(),
+            ready: ready_only,
+        };
+        Ok(self.client().repository_index(request).await?.into_inner())
+    }
+
+    /// `RepositoryModelLoad`, with an optional JSON model configuration that
+    /// overrides the repository's (parameter `config`).
+    pub async fn load_model(&self, model: &str, config_json: Option<&str>) -> Result<(), ClientError> {
+        use proto::model_repository_parameter::ParameterChoice as P;
+        let parameters = config_json
+            .map(|c| {
+                let p = proto::ModelRepositoryParameter {
+                    parameter_choice: Some(P::StringParam(c.to_string())),
+                };
+                ("config".to_string(), p)
+            })
+            .into_iter()
+            .collect();
+        let request = proto::RepositoryModelLoadRequest {
+            repository_name: String::new(),
+            model_name: model.to_string(),
+            parameters,
+        };
+        self.client().repository_model_load(request).await?;
+        Ok(())
+    }
+
+    /// `RepositoryModelUnload`.
+    pub async fn unload_model(&self, model: &str) -> Result<(), ClientError> {
+        let request = proto::RepositoryModelUnloadRequest {
+            repository_name: String::new(),
+            model_name: model.to_string(),
+            parameters: HashMap::new(),
+        };
+        self.client().repository_model_unload(request).await?;
+        Ok(())
+    }
+
+    /// `ModelInfer` with inputs in `raw_input_contents`. Outputs are read from
+    /// `raw_output_contents`, or from typed `contents` if the server sent those.
+    pub async fn infer(&self, model: &str, inputs: &[Tensor], opts: &InferOptions) -> Result<InferResult, ClientError> {
+        let mut request = request_header(model, inputs, opts)?;
+        request.raw_input_contents = inputs.iter().map(|t| t.to_raw().into()).collect();
+        decode_response(self.infer_raw(request).await?)
+    }
+
+    /// `ModelInfer` with inputs as typed `InferTensorContents`. FP16/BF16 have
+    /// no typed form: such inputs are an error.
+    pub async fn infer_typed(
+        &self,
+        model: &str,
+        inputs: &[Tensor],
+        opts: &InferOptions,
+    ) -> Result<InferResult, ClientError> {
+        let mut request = request_header(model, inputs, opts)?;
+        for (input, t) in request.inputs.iter_mut().zip(inputs) {
+            input.contents = Some(typed_contents(t)?);
+        }
+        decode_response(self.infer_raw(request).await?)
+    }
+
+    /// Sends `request` unchanged (for tests of malformed requests).
+    pub async fn infer_raw(&self, request: proto::ModelInferRequest) -> Result<proto::ModelInferResponse, ClientError> {
+        Ok(self.client().model_infer(request).await?.into_inner())
+    }
+}
+
+/// A request with everything but the tensor data.
+fn request_header(
+    model: &str,
+    inputs: &[Tensor],
+    opts: &InferOptions,
+) -> Result<proto::ModelInferRequest, ClientError> {
+    Ok(proto::ModelInferRequest {
+        model_name: model.to_string(),
+        model_version: opts.model_version.clone().unwrap_or_default(),
+        id: opts.id.clone().unwrap_or_default(),
+        parameters: convert_parameters(&opts.parameters)?,
+        inputs: inputs
+            .iter()
+            .map(|t| InferInputTensor {
+                name: t.name.clone(),
+                datatype: t.datatype().to_string(),
+                shape: t.shape.clone(),
+                parameters: HashMap::new(),
+                contents: None,
+            })
+            .collect(),
+        outputs: opts
+            .outputs
+            .iter()
+            .map(|name| InferRequestedOutputTensor {
+                name: name.clone(),
+                parameters: HashMap::new(),
+            })
+            .collect(),
+        raw_input_contents: Vec::new(),
+    })
+}
+
+/// JSON parameters as `InferParameter`s: booleans, integers (int64, or uint64
+/// above `i64::MAX`), other numbers as doubles, strings.
+pub(crate) fn convert_parameters(
+    params: &serde_json::Map<String, Value>,
+) -> Result<HashMap<String, proto::InferParameter>, ClientError> {
+    params
+        .iter()
+        .map(|(k, v)| {
+            let choice = match v {
+                Value::Bool(b) => ParameterChoice::BoolParam(*b),
+                Value::String(s) => ParameterChoice::StringParam(s.clone()),
+                Value::Number(n) => match (n.as_i64(), n.as_u64(), n.as_f64()) {
+                    (Some(i), _, _) => ParameterChoice::Int64Param(i),
+                    (_, Some(u), _) => ParameterChoice::Uint64Param(u),
+                    (_, _, Some(f)) => ParameterChoice::DoubleParam(f),
+                    _ => {
+                        return Err(ClientError::Decode(format!(
+                            "parameter '{k}': {n} is not representable"
+                        )));
+                    }
+                },
+                other => {
+                    return Err(ClientError::Decode(format!(
+                        "parameter '{k}': {other} is not a boolean, number or string"
+                    )));
+                }
+            };
+            let p = proto::InferParameter {
+                parameter_choice: Some(choice),
+            };
+            Ok((k.clone(), p))
+        })
+        .collect()
+}
+
+/// The typed contents of `t` (narrow integers widen to 32 bits).
+pub(crate) fn typed_contents(t: &Tensor) -> Result<proto::InferTensorContents, ClientError> {
+    let mut c = proto::InferTensorContents::default();
+    match &t.data {
+        Data::Bool(v) => c.bool_contents = v.clone(),
+        Data::U8(v) => c.uint_contents = v.iter().map(|&x| u32::from(x)).collect(),
+        Data::U16(v) => c.uint_contents = v.iter().map(|&x| u32::from(x)).collect(),
+        Data::U32(v) => c.uint_contents = v.clone(),
+        Data::U64(v) => c.uint64_contents = v.clone(),
+        Data::I8(v) => c.int_contents = v.iter().map(|&x| i32::from(x)).collect(),
+        Data::I16(v) => c.int_contents = v.iter().map(|&x| i32::from(x)).collect(),
+        Data::I32(v) => c.int_contents = v.clone(),
+        Data::I64(v) => c.int64_contents = v.clone(),
+        Data::F32(v) => c.fp32_contents = v.clone(),
+        Data::F64(v) => c.fp64_contents = v.clone(),
+        Data::Bytes(v) => c.bytes_contents = v.clone(),
+        Data::F16(_) | Data::Bf16(_) => {
+            return Err(ClientError::Decode(format!(
+                "input '{}': {} tensors have no typed contents; send them raw",
+                t.name,
+                t.datatype()
+            )));
+        }
+    }
+    Ok(c)
+}
+
+/// Converts a response, taking each output's data from `raw_output_contents`
+/// when present, else from its typed `contents`.
+pub(crate) fn decode_response(resp: proto::ModelInferResponse) -> Result<InferResult, ClientError> {
+    let raw = resp.raw_output_contents;
+    if !raw.is_empty() && raw.len() != resp.outputs.len() {
+        return Err(ClientError::Decode(format!(
+            "{} raw_output_contents for {} outputs",
+            raw.len(),
+            resp.outputs.len()
+        )));
+    }
+    let outputs = resp
+        .outputs
+        .into_iter()
+        .enumerate()
+        .map(|(i, o)| match raw.get(i) {
+            Some(bytes) => Tensor::from_raw(&o.name, &o.datatype, o.shape, bytes),
+            None => from_typed(o.name, &o.datatype, o.shape, o.contents.unwrap_or_default()),
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(InferResult {
+        model_name: resp.model_name,
+        model_version: resp.model_version,
+        id: resp.id,
+        outputs,
+    })
+}
+
+/// Converts typed contents, checking narrow integers' range and the count.
+fn from_typed(
+    name: String,
+    datatype: &str,
+    shape: Vec<i64>,
+    c: proto::InferTensorContents,
+) -> Result<Tensor, ClientError> {
+    let err = |m: String| ClientError::Decode(format!("output '{name}': {m}"));
+    fn narrow<S: Copy + std::fmt::Display, T: TryFrom<S>>(v: Vec<S>) -> Result<Vec<T>, String> {
+        v.into_iter()
+            .map(|x| T::try_from(x).map_err(|_| format!("{x} is out of range for {}", std::any::type_name::<T>())))
+            .collect()
+    }
+    let data = match datatype {
+        "BOOL" => Data::Bool(c.bool_contents),
+        "UINT8" => Data::U8(narrow(c.uint_contents).map_err(err)?),
+        "UINT16" => Data::U16(narrow(c.uint_contents).map_err(err)?),
+        "UINT32" => Data::U32(c.uint_contents),
+        "UINT64" => Data::U64(c.uint64_contents),
+        "INT8" => Data::I8(narrow(c.int_contents).map_err(err)?),
+        "INT16" => Data::I16(narrow(c.int_contents).map_err(err)?),
+        "INT32" => Data::I32(c.int_contents),
+        "INT64" => Data::I64(c.int64_contents),
+        "FP32" => Data::F32(c.fp32_contents),
+        "FP64" => Data::F64(c.fp64_contents),
+        "BYTES" => Data::Bytes(c.bytes_contents),
+        "FP16" | "BF16" => return Err(err(format!("{datatype} output without raw_output_contents"))),
+        other => return Err(err(format!("unknown datatype '{other}'"))),
+    };
+    let count = crate::tensor::element_count(&shape).map_err(err)?;
+    if data.len() != count {
+        return Err(err(format!("{} elements but the shape holds {count}", data.len())));
+    }
+    Ok(Tensor::new(name, shape, data))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proto::model_infer_response::InferOutputTensor;
+    use serde_json::json;
+
+    fn output(
+        name: &str,
+        datatype: &str,
+        shape: Vec<i64>,
+        contents: Option<proto::InferTensorContents>,
+    ) -> InferOutputTensor {
+        InferOutputTensor {
+            name: name.into(),
+            datatype: datatype.into(),
+            shape,
+            parameters: HashMap::new(),
+            contents,
+        }
+    }
+
+    #[test]
+    fn typed_contents_round_trip_through_a_response() {
+        let tensors = [
+            Tensor::new("b", vec![2], Data::Bool(vec![true, false])),
+            Tensor::new("u8", vec![2], Data::U8(vec![0, 255])),
+            Tensor::new("u16", vec![1], Data::U16(vec![65535])),
+            Tensor::new("u32", vec![1], Data::U32(vec![u32::MAX])),
+            Tensor::new("u64", vec![1], Data::U64(vec![u64::MAX])),
+            Tensor::new("i8", vec![2], Data::I8(vec![-128, 127])),
+            Tensor::new("i16", vec![1], Data::I16(vec![-32768])),
+            Tensor::new("i32", vec![1], Data::I32(vec![i32::MIN])),
+            Tensor::new("i64", vec![1], Data::I64(vec![i64::MIN])),
+            Tensor::new("f32", vec![1], Data::F32(vec![0.25])),
+            Tensor::new("f64", vec![1], Data::F64(vec![-0.5])),
+            Tensor::new("s", vec![2], Data::Bytes(vec![vec![0xff], vec![]])),
+        ];
+        let resp = proto::ModelInferResponse {
+            model_name: "m".into(),
+            model_version: "1".into(),
+            outputs: tensors
+                .iter()
+                .map(|t| output(&t.name, t.datatype(), t.shape.clone(), Some(typed_contents(t).unwrap())))
+                .collect(),
+            ..Default::default()
+        };
+        let result = decode_response(resp).unwrap();
+        assert_eq!(result.outputs, tensors);
+        let half = Tensor::new("h", vec![1], Data::F16(vec![0]));
+        assert!(typed_contents(&half).unwrap_err().to_string().contains("send them raw"));
+    }
+
+    #[test]
+    fn raw_outputs_are_preferred_and_checked() {
+        let t = Tensor::new("y", vec![2], Data::F16(vec![0x3c00, 0]));
+        let resp = proto::ModelInferResponse {
+            outputs: vec![output("y", "FP16", vec![2], None)],
+            raw_output_contents: vec![t.to_raw().into()],
+            ..Default::default()
+        };
+        assert_eq!(decode_response(resp).unwrap().outputs, [t]);
+        let mismatch = proto::ModelInferResponse {
+            outputs: vec![output("a", "INT32", vec![0], None), output("b", "INT32", vec![0], None)],
+            raw_output_contents: vec![Vec::new().into()],
+            ..Default::default()
+        };
+        assert!(decode_response(mismatch).is_err());
+        let wide = proto::InferTensorContents {
+            int_contents: vec![300],
+            ..Default::default()
+        };
+        let out_of_range = proto::ModelInferResponse {
+            outputs: vec![output("a", "INT8", vec![1], Some(wide))],
+            ..Default::default()
+        };
+        assert!(
+            decode_response(out_of_range)
+                .unwrap_err()
+                .to_string()
+                .contains("out of range")
+        );
+        let empty = proto::ModelInferResponse {
+            outputs: vec![output("a", "FP32", vec![0, 3], None)],
+            ..Default::default()
+        };
+        assert_eq!(decode_response(empty).unwrap().outputs[0].data, Data::F32(vec![]));
+    }
+
+    #[test]
+    fn request_parameters_convert_to_infer_parameters() {
+        let params = json!({"b": true, "i": -3, "u": u64::MAX, "d": 0.5, "s": "x"});
+        let converted = convert_parameters(params.as_object().unwrap()).unwrap();
+        let get = |k: &str| converted[k].parameter_choice.clone().unwrap();
+        assert_eq!(get("b"), ParameterChoice::BoolParam(true));
+        assert_eq!(get("i"), ParameterChoice::Int64Param(-3));
+        assert_eq!(get("u"), ParameterChoice::Uint64Param(u64::MAX));
+        assert_eq!(get("d"), ParameterChoice::DoubleParam(0.5));
+        assert_eq!(get("s"), ParameterChoice::StringParam("x".into()));
+        let bad = json!({"a": [1]});
+        assert!(convert_parameters(bad.as_object().unwrap()).is_err());
+    }
+
+    #[test]
+    fn request_header_carries_options() {
+        let opts = InferOptions {
+            model_version: Some("2".into()),
+            id: Some("r".into()),
+            outputs: vec!["OUT".into()],
+            ..Default::default()
+        };
+        let inputs = [Tensor::new("IN", vec![1, 2], Data::I32(vec![1, 2]))];
+        let r = request_header("m", &inputs, &opts).unwrap();
+        assert_eq!(
+            (r.model_name.as_str(), r.model_version.as_str(), r.id.as_str()),
+            ("m", "2", "r")
+        );
+        assert_eq!(r.inputs[0].datatype, "INT32");
+        assert_eq!(r.inputs[0].shape, [1, 2]);
+        assert_eq!(r.outputs[0].name, "OUT");
+    }
+}

@@ -1,0 +1,257 @@
+//! The HTTP/REST client (KServe V2 with Triton's extensions).
+
+pub(crate) mod codec;
+
+use bytes::Bytes;
+use reqwest::header::{CONTENT_TYPE, HeaderMap};
+use reqwest::{Method, RequestBuilder, Url};
+use serde_json::{Value, json};
+
+use crate::{ClientError, InferOptions, InferResult, Tensor};
+
+/// A client of one server's HTTP endpoint. Cheap to clone (connections are
+/// pooled and shared between clones).
+#[derive(Debug, Clone)]
+pub struct HttpClient {
+    client: reqwest::Client,
+    base: Url,
+}
+
+fn transport(e: reqwest::Error) -> ClientError {
+    ClientError::transport(&e)
+}
+
+impl HttpClient {
+    /// A client for `base_url` (`"http://127.0.0.1:8000"`, or without scheme
+    /// `"127.0.0.1:8000"`; a path prefix is kept). Connects directly: proxy
+    /// environment variables are ignored, as Triton's clients do.
+    pub fn new(base_url: &str) -> Result<HttpClient, ClientError> {
+        let with_scheme = if base_url.contains("://") {
+            base_url.to_string()
+        } else {
+            format!("http://{base_url}")
+        };
+        let invalid = |why: String| ClientError::Transport(format!("invalid URL '{base_url}': {why}"));
+        let base = Url::parse(&with_scheme).map_err(|e| invalid(e.to_string()))?;
+        if !matches!(base.scheme(), "http" | "https") || base.cannot_be_a_base() {
+            return Err(invalid("not an http:// URL".into()));
+        }
+        let client = reqwest::Client::builder().no_proxy().build().map_err(transport)?;
+        Ok(HttpClient { client, base })
+    }
+
+    /// The base URL with `segments` appended, each percent-encoded.
+    fn url(&self, segments: &[&str]) -> Url {
+        let mut url = self.base.clone();
+        url.path_segments_mut()
+            .expect("checked in new(): the base URL is http(s)")
+            .pop_if_empty()
+            .extend(segments);
+        url
+    }
+
+    /// `v2/models/{model}[/versions/{version}]` followed by `tail`.
+    fn model_url(&self, model: &str, version: Option<&str>, tail: &[&str]) -> Url {
+        let mut segments = vec!["v2", "models", model];
+        if let Some(v) = version {
+            segments.extend(["versions", v]);
+        }
+        segments.extend(tail);
+        self.url(&segments)
+    }
+
+    /// The base URL joined with a literal `path` (not encoded).
+    fn raw_url(&self, path: &str) -> Result<Url, ClientError> {
+        let base = self.base.as_str().trim_end_matches('/');
+        let sep = if path.starts_with('/') { "" } else { "/" };
+        Url::parse(&format!("{base}{sep}{path}"))
+            .map_err(|e| ClientError::Transport(format!("invalid path '{path}': {e}")))
+    }
+
+    async fn send(&self, request: RequestBuilder) -> Result<(u16, HeaderMap, Bytes), ClientError> {
+        let response = request.send().await.map_err(transport)?;
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = response.bytes().await.map_err(transport)?;
+        Ok((status, headers, body))
+    }
+
+    /// Sends a request and returns its body, or the server's error.
+    async fn call(&self, request: RequestBuilder) -> Result<(HeaderMap, Bytes), ClientError> {
+        let (status, headers, body) = self.send(request).await?;
+        if (200..300).contains(&status) {
+            Ok((headers, body))
+        } else {
+            Err(ClientError::Http {
+                status,
+                message: codec::error_message(&body),
+            })
+        }
+    }
+
+    async fn get_json(&self, url: Url) -> Result<Value, ClientError> {
+        let (_, body) = self.call(self.client.get(url)).await?;
+        parse_json(&body)
+    }
+
+    async fn post_json(&self, url: Url, body: &Value) -> Result<Bytes, ClientError> {
+        let request = self.client.post(url).json(body);
+        Ok(self.call(request).await?.1)
+    }
+
+    async fn status_is_ok(&self, url: Url) -> Result<bool, ClientError> {
+        let (status, _, _) = self.send(self.client.get(url)).await?;
+        Ok(status == 200)
+    }
+
+    /// `GET /v2/health/live`: true iff the server answers 200.
+    pub async fn live(&self) -> Result<bool, ClientError> {
+        self.status_is_ok(self.url(&["v2", "health", "live"])).await
+    }
+
+    /// `GET /v2/health/ready`: true iff the server answers 200.
+    pub async fn ready(&self) -> Result<bool, ClientError> {
+        self.status_is_ok(self.url(&["v2", "health", "ready"])).await
+    }
+
+    /// `GET /v2/models/{model}[/versions/{version}]/ready`: true iff 200.
+    pub async fn model_ready(&self, model: &str, version: Option<&str>) -> Result<bool, ClientError> {
+        self.status_is_ok(self.model_url(model, version, &["ready"])).await
+    }
+
+    /// `GET /v2`: name, version and extensions.
+    pub async fn server_metadata(&self) -> Result<Value, ClientError> {
+        self.get_json(self.url(&["v2"])).await
+    }
+
+    /// `GET /v2/models/{model}[/versions/{version}]`.
+    pub async fn model_metadata(&self, model: &str, version: Option<&str>) -> Result<Value, ClientError> {
+        self.get_json(self.model_url(model, version, &[])).await
+    }
+
+    /// `GET /v2/models/{model}[/versions/{version}]/config`.
+    pub async fn model_config(&self, model: &str, version: Option<&str>) -> Result<Value, ClientError> {
+        self.get_json(self.model_url(model, version, &["config"])).await
+    }
+
+    /// `GET /v2/models[/{model}[/versions/{version}]]/stats`; `version` is
+    /// ignored without a `model`.
+    pub async fn statistics(&self, model: Option<&str>, version: Option<&str>) -> Result<Value, ClientError> {
+        let url = match model {
+            Some(m) => self.model_url(m, version, &["stats"]),
+            None => self.url(&["v2", "models", "stats"]),
+        };
+        self.get_json(url).await
+    }
+
+    /// `POST /v2/repository/index`: the models of the repository (only the
+    /// ready ones with `ready_only`).
+    pub async fn repository_index(&self, ready_only: bool) -> Result<Value, ClientError> {
+        let body = self
+            .post_json(
+                self.url(&["v2", "repository", "index"]),
+                &json!({ "ready": ready_only }),
+            )
+            .await?;
+        parse_json(&body)
+    }
+
+    /// `POST /v2/repository/models/{model}/load`, with an optional JSON model
+    /// configuration that overrides the repository's.
+    pub async fn load_model(&self, model: &str, config_json: Option<&str>) -> Result<(), ClientError> {
+        let body = match config_json {
+            Some(config) => json!({ "parameters": { "config": config } }),
+            None => json!({}),
+        };
+        let url = self.url(&["v2", "repository", "models", model, "load"]);
+        self.post_json(url, &body).await.map(drop)
+    }
+
+    /// `POST /v2/repository/models/{model}/unload`.
+    pub async fn unload_model(&self, model: &str) -> Result<(), ClientError> {
+        let url = self.url(&["v2", "repository", "models", model, "unload"]);
+        self.post_json(url, &json!({})).await.map(drop)
+    }
+
+    /// `POST /v2/models/{model}[/versions/{version}]/infer`, with inputs and
+    /// outputs encoded as `opts` asks.
+    pub async fn infer(&self, model: &str, inputs: &[Tensor], opts: &InferOptions) -> Result<InferResult, ClientError> {
+        let encoded = codec::encode_request(inputs, opts)?;
+        let url = self.model_url(model, opts.model_version.as_deref(), &["infer"]);
+        let mut request = self.client.post(url);
+        request = match encoded.header_len {
+            Some(n) => request
+                .header(CONTENT_TYPE, "application/octet-stream")
+                .header(codec::HEADER_LEN, n),
+            None => request.header(CONTENT_TYPE, "application/json"),
+        };
+        let (headers, body) = self.call(request.body(encoded.body)).await?;
+        let header_len = match headers.get(codec::HEADER_LEN) {
+            None => None,
+            Some(v) => Some(
+                v.to_str()
+                    .ok()
+                    .and_then(|s| s.trim().parse::<usize>().ok())
+                    .ok_or_else(|| ClientError::Decode(format!("invalid Inference-Header-Content-Length {v:?}")))?,
+            ),
+        };
+        codec::decode_response(&body, header_len)
+    }
+
+    /// Sends an arbitrary POST (for tests of malformed requests): returns
+    /// status, headers and body, whatever the status. `path` is appended to
+    /// the base URL as is (e.g. `"/v2/models/simple/infer"`).
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> Result<(u16, HeaderMap, Bytes), ClientError> {
+        let mut request = self.client.request(Method::POST, self.raw_url(path)?);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        self.send(request.body(body)).await
+    }
+
+    /// Sends an arbitrary GET: returns status and body, whatever the status.
+    pub async fn get_raw(&self, path: &str) -> Result<(u16, Bytes), ClientError> {
+        let (status, _, body) = self.send(self.client.get(self.raw_url(path)?)).await?;
+        Ok((status, body))
+    }
+}
+
+fn parse_json(body: &[u8]) -> Result<Value, ClientError> {
+    serde_json::from_slice(body).map_err(|e| ClientError::Decode(format!("malformed JSON response: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_accept_a_missing_scheme_and_encode_names() {
+        let c = HttpClient::new("127.0.0.1:8000").unwrap();
+        assert_eq!(
+            c.url(&["v2", "health", "live"]).as_str(),
+            "http://127.0.0.1:8000/v2/health/live"
+        );
+        assert_eq!(
+            c.model_url("a b/c", Some("2"), &["infer"]).as_str(),
+            "http://127.0.0.1:8000/v2/models/a%20b%2Fc/versions/2/infer"
+        );
+        let c = HttpClient::new("http://localhost:8000/prefix/").unwrap();
+        assert_eq!(
+            c.model_url("m", None, &["ready"]).as_str(),
+            "http://localhost:8000/prefix/v2/models/m/ready"
+        );
+        assert_eq!(c.raw_url("v2").unwrap().as_str(), "http://localhost:8000/prefix/v2");
+        let c = HttpClient::new("localhost:8000").unwrap();
+        assert_eq!(
+            c.raw_url("/v2/models/m/infer").unwrap().as_str(),
+            "http://localhost:8000/v2/models/m/infer"
+        );
+        assert!(matches!(HttpClient::new("ftp://host/"), Err(ClientError::Transport(_))));
+        assert!(matches!(HttpClient::new("http://"), Err(ClientError::Transport(_))));
+    }
+}
