@@ -125,6 +125,9 @@ impl Server {
         let incoming = tonic::transport::server::TcpIncoming::from(listeners.grpc).with_nodelay(Some(true));
         let grpc_task = tokio::spawn(
             tonic::transport::Server::builder()
+                .layer(tower::util::MapResponseLayer::new(
+                    grpc::too_large_is_resource_exhausted,
+                ))
                 .add_service(health_service)
                 .add_service(grpc_service)
                 .serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone())),

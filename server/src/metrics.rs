@@ -24,6 +24,8 @@ pub const BATCH_SIZE: &str = "switchyard_batch_size";
 pub const INFERENCES: &str = "switchyard_inferences_total";
 /// Batches executed.
 pub const EXECUTIONS: &str = "switchyard_executions_total";
+/// Requests waiting in a version's queue.
+pub const QUEUE_DEPTH: &str = "switchyard_queue_depth";
 /// 1 per loaded model version.
 pub const MODEL_READY: &str = "switchyard_model_ready";
 
@@ -66,6 +68,7 @@ pub fn install() -> PrometheusHandle {
             describe_histogram!(BATCH_SIZE, "Rows per executed batch.");
             describe_counter!(INFERENCES, "Rows computed.");
             describe_counter!(EXECUTIONS, "Batches executed.");
+            describe_gauge!(QUEUE_DEPTH, "Requests waiting in the batch queue of a model version.");
             describe_gauge!(MODEL_READY, "1 while a model version is loaded and serving.");
             handle
         })
@@ -168,6 +171,8 @@ pub struct ExecutionMetrics {
     pub inferences: Counter,
     /// Batches run.
     pub executions: Counter,
+    /// Requests waiting.
+    pub queue_depth: metrics::Gauge,
 }
 
 impl Default for ExecutionMetrics {
@@ -178,6 +183,7 @@ impl Default for ExecutionMetrics {
             batch_size: Histogram::noop(),
             inferences: Counter::noop(),
             executions: Counter::noop(),
+            queue_depth: metrics::Gauge::noop(),
         }
     }
 }
@@ -192,6 +198,7 @@ impl ExecutionMetrics {
             batch_size: metrics::histogram!(BATCH_SIZE, &labels),
             inferences: metrics::counter!(INFERENCES, &labels),
             executions: metrics::counter!(EXECUTIONS, &labels),
+            queue_depth: metrics::gauge!(QUEUE_DEPTH, &labels),
         }
     }
 }

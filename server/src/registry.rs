@@ -12,9 +12,11 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
-use switchyard_proto::inference::{ModelConfig, ModelParameter, model_config};
+use switchyard_proto::inference::{
+    ModelConfig, ModelDynamicBatching, ModelParameter, ModelQueuePolicy, model_config, model_queue_policy,
+};
 
-use crate::batching::{BatchPolicy, BatchQueue};
+use crate::batching::{BatchPolicy, BatchQueue, LevelPolicy, QueuePolicy};
 use crate::error::{Error, Result};
 use crate::metrics::VersionMetrics;
 use crate::model::{Device, Signature, onnx};
@@ -24,6 +26,8 @@ use crate::tensor::DataType;
 
 /// Requests a version queues at most when its config sets no `max_queue_size`.
 pub const DEFAULT_QUEUE_CAPACITY: usize = 1024;
+/// Priority levels a config may declare.
+pub const MAX_PRIORITY_LEVELS: usize = 16;
 
 /// A tensor as requests must present it.
 #[derive(Debug, Clone)]
@@ -65,8 +69,6 @@ pub struct VersionHandle {
     pub device: Device,
     /// SHA-256 of the model file.
     pub digest: String,
-    /// Queue timeout applied when a request sets none.
-    pub default_timeout: Option<Duration>,
 }
 
 impl Drop for VersionHandle {
@@ -334,7 +336,7 @@ fn load_version(
     let mut config = source.config.clone();
     let session_settings = config::session_settings(&config, settings.cores).map_err(at)?;
     let instances = config::instance_count(&config);
-    let loaded = onnx::load(&bytes, &session_settings, instances).map_err(|e| at(e))?;
+    let loaded = onnx::load(&bytes, &session_settings, instances).map_err(&at)?;
     config::complete(
         &mut config,
         &loaded.signature,
@@ -355,15 +357,7 @@ fn load_version(
         Some(model_config::SchedulingChoice::DynamicBatching(d)) => Some(d),
         _ => None,
     };
-    let queue_policy = dynamic.and_then(|d| d.default_queue_policy.as_ref());
-    let capacity = queue_policy
-        .map(|q| q.max_queue_size as usize)
-        .filter(|&n| n > 0)
-        .unwrap_or(DEFAULT_QUEUE_CAPACITY);
-    let default_timeout = queue_policy
-        .map(|q| q.default_timeout_microseconds)
-        .filter(|&us| us > 0)
-        .map(Duration::from_micros);
+    let queue_policy = queue_policy(dynamic);
     let mut preferred: Vec<usize> = dynamic
         .map(|d| {
             d.preferred_batch_size
@@ -382,7 +376,7 @@ fn load_version(
     };
     let version_label = version.to_string();
     let stats = Arc::new(VersionStats::with_metrics(name, &version_label));
-    let queue = BatchQueue::new(policy, capacity, stats.clone());
+    let queue = BatchQueue::new(policy, queue_policy, stats.clone());
     queue
         .spawn_executors(&format!("{name}-{version}"), loaded.executors)
         .map_err(|e| at(format!("cannot start executor threads: {e}")))?;
@@ -399,8 +393,36 @@ fn load_version(
         stats,
         device: loaded.device,
         digest,
-        default_timeout,
     })
+}
+
+/// Triton's queue policies: a default one, optionally per priority level.
+fn queue_policy(dynamic: Option<&ModelDynamicBatching>) -> QueuePolicy {
+    let Some(d) = dynamic else {
+        return QueuePolicy::single(DEFAULT_QUEUE_CAPACITY);
+    };
+    let level = |p: Option<&ModelQueuePolicy>| LevelPolicy {
+        capacity: p
+            .map(|q| q.max_queue_size as usize)
+            .filter(|&n| n > 0)
+            .unwrap_or(DEFAULT_QUEUE_CAPACITY),
+        default_timeout: p
+            .map(|q| q.default_timeout_microseconds)
+            .filter(|&us| us > 0)
+            .map(Duration::from_micros),
+        allow_timeout_override: p.is_none_or(|q| q.allow_timeout_override),
+        delay_on_timeout: p.is_some_and(|q| q.timeout_action == model_queue_policy::TimeoutAction::Delay as i32),
+    };
+    // Levels beyond a small number are refused at config check; clamp defensively here.
+    let count = (d.priority_levels as usize).clamp(1, MAX_PRIORITY_LEVELS);
+    let levels = (1..=count as u64)
+        .map(|l| level(d.priority_queue_policy.get(&l).or(d.default_queue_policy.as_ref())))
+        .collect();
+    let default_level = match d.default_priority_level as usize {
+        l if l >= 1 && l <= count => l - 1,
+        _ => count / 2,
+    };
+    QueuePolicy { levels, default_level }
 }
 
 /// Reports where the sessions run in the effective config, so clients of the

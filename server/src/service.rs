@@ -439,25 +439,30 @@ impl Service {
                 )));
             }
         }
-        let timeout = parameters
-            .iter()
-            .find(|(k, _)| k == "timeout")
-            .map(|(_, v)| {
-                v.as_u64()
-                    .map(Duration::from_micros)
-                    .ok_or_else(|| Error::invalid("parameter 'timeout' must be a non-negative integer (microseconds)"))
-            })
-            .transpose()?
-            .filter(|d| !d.is_zero())
-            .or(handle.default_timeout);
+        let param = |key: &str| -> Result<Option<u64>> {
+            parameters
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| {
+                    v.as_u64()
+                        .ok_or_else(|| Error::invalid(format!("parameter '{key}' must be a non-negative integer")))
+                })
+                .transpose()
+        };
+        let timeout = param("timeout")?.filter(|&us| us > 0).map(Duration::from_micros);
+        let priority = param("priority")?.unwrap_or(0);
         let (tx, rx) = oneshot::channel();
         let job = Job {
             inputs: ordered,
             rows: rows.unwrap_or(1),
             shape_key,
             outputs,
-            enqueued: Instant::now(),
-            deadline: timeout.map(|t| received + t),
+            enqueued: received,
+            priority,
+            timeout,
+            deadline: None,
+            level: 0,
+            delayed: false,
             reply: tx,
         };
         Ok((job, rx))

@@ -119,6 +119,11 @@ impl VersionStats {
         row.output_ns += output.as_nanos() as u64;
     }
 
+    /// Reports the number of queued requests.
+    pub fn set_queue_depth(&self, depth: usize) {
+        self.prom.queue_depth.set(depth as f64);
+    }
+
     /// Records where one request's time went.
     pub fn record_phases(&self, t: &Timings) {
         self.queue.record(t.queue);

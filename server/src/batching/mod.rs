@@ -86,8 +86,17 @@ pub struct Job {
     pub outputs: Vec<String>,
     /// When it was queued.
     pub enqueued: Instant,
-    /// When it stops being worth computing.
+    /// Priority the request asked for (0 = the model's default level).
+    pub priority: u64,
+    /// Queue timeout the request asked for (Triton's `timeout` parameter).
+    pub timeout: Option<Duration>,
+    /// Set by the queue: when the request stops being worth computing.
     pub deadline: Option<Instant>,
+    /// Set by the queue: the priority level's index (0 = highest).
+    pub level: usize,
+    /// Set by the queue: the request timed out under a DELAY policy and now
+    /// waits behind every other request.
+    pub delayed: bool,
     /// Where the result goes.
     pub reply: oneshot::Sender<Result<JobOutput>>,
 }
@@ -104,9 +113,75 @@ impl Pending for Job {
     }
 }
 
+/// Queue policy of one priority level (Triton's `ModelQueuePolicy`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LevelPolicy {
+    /// Requests this level may hold.
+    pub capacity: usize,
+    /// Timeout of requests that set none.
+    pub default_timeout: Option<Duration>,
+    /// Requests may set a shorter timeout than the default.
+    pub allow_timeout_override: bool,
+    /// On timeout, delay the request behind all others instead of rejecting it.
+    pub delay_on_timeout: bool,
+}
+
+/// Priorities and queue policies of a version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuePolicy {
+    /// One entry per priority level; index 0 is the highest priority (Triton's level 1).
+    pub levels: Vec<LevelPolicy>,
+    /// Level index of requests without a (valid) priority.
+    pub default_level: usize,
+}
+
+impl QueuePolicy {
+    /// One level holding `capacity` requests, no timeout.
+    pub fn single(capacity: usize) -> QueuePolicy {
+        QueuePolicy {
+            levels: vec![LevelPolicy {
+                capacity,
+                default_timeout: None,
+                allow_timeout_override: true,
+                delay_on_timeout: false,
+            }],
+            default_level: 0,
+        }
+    }
+
+    fn level_of(&self, priority: u64) -> usize {
+        match usize::try_from(priority) {
+            Ok(p) if p >= 1 && p <= self.levels.len() => p - 1,
+            _ => self.default_level,
+        }
+    }
+
+    fn deadline(&self, level: usize, requested: Option<Duration>, enqueued: Instant) -> Option<Instant> {
+        let policy = &self.levels[level];
+        let timeout = match (policy.default_timeout, requested) {
+            (None, r) => r,
+            (Some(d), Some(r)) if policy.allow_timeout_override => Some(r.min(d)),
+            (Some(d), _) => Some(d),
+        };
+        timeout.map(|t| enqueued + t)
+    }
+}
+
 struct State {
+    /// Ordered by (delayed, level), then arrival: the head is the oldest
+    /// request of the highest non-empty priority.
     queue: VecDeque<Job>,
+    /// Requests held per level.
+    counts: Vec<usize>,
     closed: bool,
+}
+
+impl State {
+    fn remove(&mut self, index: usize) -> Option<Job> {
+        let job = self.queue.remove(index)?;
+        self.counts[job.level] -= 1;
+        Some(job)
+    }
 }
 
 struct Shared {
@@ -116,7 +191,7 @@ struct Shared {
     policy: BatchPolicy,
     /// `policy` without the queue delay, used once the queue is closed.
     drain_policy: BatchPolicy,
-    capacity: usize,
+    queue_policy: QueuePolicy,
     stats: Arc<VersionStats>,
 }
 
@@ -129,18 +204,20 @@ pub struct BatchQueue {
 impl std::fmt::Debug for BatchQueue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BatchQueue")
-            .field("capacity", &self.shared.capacity)
+            .field("policy", &self.shared.policy)
             .finish()
     }
 }
 
 impl BatchQueue {
-    /// A queue holding at most `capacity` requests.
-    pub fn new(policy: BatchPolicy, capacity: usize, stats: Arc<VersionStats>) -> BatchQueue {
+    /// A queue with the given batching and queue policies.
+    pub fn new(policy: BatchPolicy, queue_policy: QueuePolicy, stats: Arc<VersionStats>) -> BatchQueue {
+        let levels = queue_policy.levels.len();
         BatchQueue {
             shared: Arc::new(Shared {
                 state: Mutex::new(State {
-                    queue: VecDeque::with_capacity(capacity.min(1024)),
+                    queue: VecDeque::with_capacity(64),
+                    counts: vec![0; levels],
                     closed: false,
                 }),
                 wake: Condvar::new(),
@@ -149,27 +226,38 @@ impl BatchQueue {
                     ..policy.clone()
                 },
                 policy,
-                capacity: capacity.max(1),
+                queue_policy,
                 stats,
             }),
         }
     }
 
-    /// Enqueues a request, or refuses at once when the queue is full or closed.
-    pub fn submit(&self, job: Job) -> Result<()> {
+    /// Enqueues a request at its priority, or refuses at once when its
+    /// level is full or the queue is closed.
+    pub fn submit(&self, mut job: Job) -> Result<()> {
+        let qp = &self.shared.queue_policy;
+        job.level = qp.level_of(job.priority);
+        job.deadline = qp.deadline(job.level, job.timeout, job.enqueued);
+        job.delayed = false;
         let mut state = self.shared.state.lock();
         if state.closed {
             return Err(Error::unavailable("model version is being unloaded"));
         }
-        if state.queue.len() >= self.shared.capacity {
+        let capacity = qp.levels[job.level].capacity;
+        if state.counts[job.level] >= capacity {
+            drop(state);
             self.shared.stats.rejected.inc();
             return Err(Error::unavailable(format!(
-                "inference request exceeds maximum queue size ({}) of the model version",
-                self.shared.capacity
+                "inference request exceeds maximum queue size ({capacity}) of the model version"
             )));
         }
-        state.queue.push_back(job);
+        let level = job.level;
+        let at = state.queue.partition_point(|j| (j.delayed, j.level) <= (false, level));
+        state.queue.insert(at, job);
+        state.counts[level] += 1;
+        let depth = state.queue.len();
         drop(state);
+        self.shared.stats.set_queue_depth(depth);
         self.shared.wake.notify_one();
         Ok(())
     }
@@ -191,7 +279,7 @@ impl BatchQueue {
         let mut state = shared.state.lock();
         loop {
             let now = Instant::now();
-            self.drop_dead(&mut state.queue, now);
+            self.drop_dead(&mut state, now);
             // Draining: no new request will come to fill a batch, so do not wait.
             let policy = if state.closed {
                 &shared.drain_policy
@@ -202,10 +290,11 @@ impl BatchQueue {
                 Decision::Run(picked) => {
                     let mut batch = Vec::with_capacity(picked.len());
                     for (taken, i) in picked.into_iter().enumerate() {
-                        if let Some(job) = state.queue.remove(i - taken) {
+                        if let Some(job) = state.remove(i - taken) {
                             batch.push(job);
                         }
                     }
+                    shared.stats.set_queue_depth(state.queue.len());
                     if !state.queue.is_empty() {
                         // Another executor may start on what is left.
                         shared.wake.notify_one();
@@ -221,18 +310,29 @@ impl BatchQueue {
         }
     }
 
-    /// Removes requests whose caller went away or whose deadline passed.
-    fn drop_dead(&self, queue: &mut VecDeque<Job>, now: Instant) {
+    /// Removes requests whose caller went away, rejects those whose deadline
+    /// passed, and moves timed-out requests of DELAY levels to the back.
+    fn drop_dead(&self, state: &mut State, now: Instant) {
         let stats = &self.shared.stats;
+        let levels = &self.shared.queue_policy.levels;
+        let State { queue, counts, .. } = state;
+        let mut delayed = Vec::new();
         queue.retain_mut(|job| {
             if job.reply.is_closed() {
                 stats.cancelled.inc();
+                counts[job.level] -= 1;
                 return false;
             }
             if job.deadline.is_some_and(|d| d <= now) {
+                if levels[job.level].delay_on_timeout {
+                    job.deadline = None;
+                    job.delayed = true;
+                    delayed.push(std::mem::replace(job, placeholder()));
+                    return false;
+                }
                 stats.timed_out.inc();
-                let (tx, _) = oneshot::channel();
-                let reply = std::mem::replace(&mut job.reply, tx);
+                counts[job.level] -= 1;
+                let reply = std::mem::replace(&mut job.reply, oneshot::channel().0);
                 let _ = reply.send(Err(Error::new(
                     ErrorKind::Timeout,
                     "request timed out in the queue before execution",
@@ -241,6 +341,7 @@ impl BatchQueue {
             }
             true
         });
+        queue.extend(delayed);
     }
 
     /// Starts one thread per executor; they run until the queue is closed and drained.
@@ -258,6 +359,23 @@ impl BatchQueue {
         while let Some(batch) = self.next_batch() {
             run_batch(executor.as_mut(), batch, &self.shared.stats);
         }
+    }
+}
+
+/// An empty job, swapped in while moving a real one.
+fn placeholder() -> Job {
+    Job {
+        inputs: Vec::new(),
+        rows: 0,
+        shape_key: Vec::new(),
+        outputs: Vec::new(),
+        enqueued: Instant::now(),
+        priority: 0,
+        timeout: None,
+        deadline: None,
+        level: 0,
+        delayed: true,
+        reply: oneshot::channel().0,
     }
 }
 
@@ -302,7 +420,7 @@ fn run_batch(executor: &mut dyn Executor, batch: Vec<Job>, stats: &VersionStats)
             for job in &batch {
                 let selected = outputs
                     .iter()
-                    .filter(|o| job.outputs.is_empty() || job.outputs.iter().any(|n| *n == o.name));
+                    .filter(|o| job.outputs.is_empty() || job.outputs.contains(&o.name));
                 let split: Result<Vec<Tensor>> = if batched {
                     selected.map(|o| slice_rows(o, offset, job.rows, total_rows)).collect()
                 } else {

@@ -28,6 +28,22 @@ impl From<Error> for Status {
     }
 }
 
+/// tonic reports a message over the size limit as OUT_OF_RANGE; gRPC's own
+/// servers (and Triton) say RESOURCE_EXHAUSTED, which is what clients retry
+/// on or report. Rewrites that one status in trailers-only responses.
+pub fn too_large_is_resource_exhausted<B>(mut response: http::Response<B>) -> http::Response<B> {
+    let headers = response.headers_mut();
+    let too_large = headers.get("grpc-status").is_some_and(|v| v == "11")
+        && headers
+            .get("grpc-message")
+            .and_then(|m| m.to_str().ok())
+            .is_some_and(|m| m.contains("message%20length%20too%20large") || m.contains("message length too large"));
+    if too_large {
+        headers.insert("grpc-status", http::HeaderValue::from_static("8"));
+    }
+    response
+}
+
 /// The tonic service over the core.
 #[derive(Debug, Clone)]
 pub struct GrpcService {

@@ -275,7 +275,7 @@ impl Executor for OnnxExecutor {
         let outputs = self.session.run(feed).map_err(runtime)?;
         let mut result = Vec::with_capacity(outputs.len());
         for (name, value) in outputs.into_iter() {
-            result.push(read_output(&name, &value).map_err(runtime)?);
+            result.push(read_output(name, &value).map_err(runtime)?);
         }
         Ok(result)
     }

@@ -183,13 +183,11 @@ pub fn complete(
         config.max_batch_size = default_max_batch_size as i32;
     }
     let batching = config.max_batch_size > 0;
-    if batching {
-        if let Some(io) = sig.inputs.iter().chain(&sig.outputs).find(|io| !batchable(io)) {
-            return Err(at(format!(
-                "max_batch_size is {} but tensor '{}' has no variable first (batch) dimension: model shape {:?}",
-                config.max_batch_size, io.name, io.dims
-            )));
-        }
+    if batching && let Some(io) = sig.inputs.iter().chain(&sig.outputs).find(|io| !batchable(io)) {
+        return Err(at(format!(
+            "max_batch_size is {} but tensor '{}' has no variable first (batch) dimension: model shape {:?}",
+            config.max_batch_size, io.name, io.dims
+        )));
     }
     let expected_dims = |io: &IoSpec| -> Vec<i64> {
         if batching {
