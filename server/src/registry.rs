@@ -422,7 +422,11 @@ fn queue_policy(dynamic: Option<&ModelDynamicBatching>) -> QueuePolicy {
         l if l >= 1 && l <= count => l - 1,
         _ => count / 2,
     };
-    QueuePolicy { levels, default_level }
+    QueuePolicy {
+        levels,
+        default_level,
+        preserve_ordering: d.preserve_ordering,
+    }
 }
 
 /// Reports where the sessions run in the effective config, so clients of the

@@ -463,6 +463,7 @@ impl Service {
             deadline: None,
             level: 0,
             delayed: false,
+            seq: 0,
             reply: tx,
         };
         Ok((job, rx))

@@ -97,6 +97,8 @@ pub struct Job {
     /// Set by the queue: the request timed out under a DELAY policy and now
     /// waits behind every other request.
     pub delayed: bool,
+    /// Set by the queue: arrival number, for `preserve_ordering`.
+    pub seq: u64,
     /// Where the result goes.
     pub reply: oneshot::Sender<Result<JobOutput>>,
 }
@@ -133,6 +135,8 @@ pub struct QueuePolicy {
     pub levels: Vec<LevelPolicy>,
     /// Level index of requests without a (valid) priority.
     pub default_level: usize,
+    /// Answer requests in arrival order (Triton's `preserve_ordering`).
+    pub preserve_ordering: bool,
 }
 
 impl QueuePolicy {
@@ -146,6 +150,7 @@ impl QueuePolicy {
                 delay_on_timeout: false,
             }],
             default_level: 0,
+            preserve_ordering: false,
         }
     }
 
@@ -173,6 +178,8 @@ struct State {
     queue: VecDeque<Job>,
     /// Requests held per level.
     counts: Vec<usize>,
+    /// Arrival number of the next request.
+    next_seq: u64,
     closed: bool,
 }
 
@@ -193,6 +200,49 @@ struct Shared {
     drain_policy: BatchPolicy,
     queue_policy: QueuePolicy,
     stats: Arc<VersionStats>,
+    /// With `preserve_ordering`: replies wait here until every earlier request is answered.
+    sequencer: Option<Mutex<Sequencer>>,
+}
+
+type Reply = oneshot::Sender<Result<JobOutput>>;
+
+/// Releases replies in arrival order.
+#[derive(Default)]
+struct Sequencer {
+    next: u64,
+    /// Finished requests waiting for an earlier one; `None` for requests that need no reply.
+    ready: std::collections::BTreeMap<u64, Option<(Reply, Result<JobOutput>)>>,
+}
+
+impl Sequencer {
+    fn finish(&mut self, seq: u64, reply: Option<(Reply, Result<JobOutput>)>) {
+        self.ready.insert(seq, reply);
+        while let Some(done) = self.ready.remove(&self.next) {
+            if let Some((tx, result)) = done {
+                let _ = tx.send(result);
+            }
+            self.next += 1;
+        }
+    }
+}
+
+impl Shared {
+    /// Answers a request, in arrival order when the policy asks for it.
+    fn reply(&self, seq: u64, reply: Reply, result: Result<JobOutput>) {
+        match &self.sequencer {
+            Some(s) => s.lock().finish(seq, Some((reply, result))),
+            None => {
+                let _ = reply.send(result);
+            }
+        }
+    }
+
+    /// Records that a request left without an answer (its caller is gone).
+    fn skip(&self, seq: u64) {
+        if let Some(s) = &self.sequencer {
+            s.lock().finish(seq, None);
+        }
+    }
 }
 
 /// The bounded queue of one model version.
@@ -218,6 +268,7 @@ impl BatchQueue {
                 state: Mutex::new(State {
                     queue: VecDeque::with_capacity(64),
                     counts: vec![0; levels],
+                    next_seq: 0,
                     closed: false,
                 }),
                 wake: Condvar::new(),
@@ -226,6 +277,7 @@ impl BatchQueue {
                     ..policy.clone()
                 },
                 policy,
+                sequencer: queue_policy.preserve_ordering.then(Mutex::default),
                 queue_policy,
                 stats,
             }),
@@ -251,6 +303,8 @@ impl BatchQueue {
                 "inference request exceeds maximum queue size ({capacity}) of the model version"
             )));
         }
+        job.seq = state.next_seq;
+        state.next_seq += 1;
         let level = job.level;
         let at = state.queue.partition_point(|j| (j.delayed, j.level) <= (false, level));
         state.queue.insert(at, job);
@@ -313,14 +367,16 @@ impl BatchQueue {
     /// Removes requests whose caller went away, rejects those whose deadline
     /// passed, and moves timed-out requests of DELAY levels to the back.
     fn drop_dead(&self, state: &mut State, now: Instant) {
-        let stats = &self.shared.stats;
-        let levels = &self.shared.queue_policy.levels;
+        let shared = &*self.shared;
+        let stats = &shared.stats;
+        let levels = &shared.queue_policy.levels;
         let State { queue, counts, .. } = state;
         let mut delayed = Vec::new();
         queue.retain_mut(|job| {
             if job.reply.is_closed() {
                 stats.cancelled.inc();
                 counts[job.level] -= 1;
+                shared.skip(job.seq);
                 return false;
             }
             if job.deadline.is_some_and(|d| d <= now) {
@@ -333,10 +389,8 @@ impl BatchQueue {
                 stats.timed_out.inc();
                 counts[job.level] -= 1;
                 let reply = std::mem::replace(&mut job.reply, oneshot::channel().0);
-                let _ = reply.send(Err(Error::new(
-                    ErrorKind::Timeout,
-                    "request timed out in the queue before execution",
-                )));
+                let timeout = Error::new(ErrorKind::Timeout, "request timed out in the queue before execution");
+                shared.reply(job.seq, reply, Err(timeout));
                 return false;
             }
             true
@@ -357,7 +411,7 @@ impl BatchQueue {
 
     fn executor_loop(self, mut executor: Box<dyn Executor>) {
         while let Some(batch) = self.next_batch() {
-            run_batch(executor.as_mut(), batch, &self.shared.stats);
+            run_batch(executor.as_mut(), batch, &self.shared);
         }
     }
 }
@@ -375,13 +429,15 @@ fn placeholder() -> Job {
         deadline: None,
         level: 0,
         delayed: true,
+        seq: 0,
         reply: oneshot::channel().0,
     }
 }
 
 /// Concatenates, runs, splits, replies. Never panics on a runtime error:
 /// every request of the batch gets the error instead.
-fn run_batch(executor: &mut dyn Executor, batch: Vec<Job>, stats: &VersionStats) {
+fn run_batch(executor: &mut dyn Executor, batch: Vec<Job>, shared: &Shared) {
+    let stats = &shared.stats;
     let started = Instant::now();
     let total_rows: usize = batch.iter().map(|j| j.rows).sum();
     let batched = batch.len() > 1;
@@ -411,7 +467,7 @@ fn run_batch(executor: &mut dyn Executor, batch: Vec<Job>, stats: &VersionStats)
     match result {
         Err(e) => {
             for job in batch {
-                let _ = job.reply.send(Err(e.clone()));
+                shared.reply(job.seq, job.reply, Err(e.clone()));
             }
         }
         Ok(outputs) => {
@@ -440,7 +496,7 @@ fn run_batch(executor: &mut dyn Executor, batch: Vec<Job>, stats: &VersionStats)
                     batch_rows: total_rows,
                 };
                 stats.record_phases(&timings);
-                let _ = job.reply.send(split.map(|outputs| JobOutput { outputs, timings }));
+                shared.reply(job.seq, job.reply, split.map(|outputs| JobOutput { outputs, timings }));
             }
         }
     }
@@ -504,3 +560,6 @@ pub fn concat_fixed(parts: &[&TensorData]) -> Bytes {
     }
     Bytes::from(buf)
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,292 @@
+//! Queue and executor behaviour with a mock executor that runs only when the
+//! test lets it: bounds, cancellation, deadlines, priorities, batching and
+//! splitting.
+
+use std::sync::mpsc;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::*;
+use crate::tensor::DataType;
+
+/// Echoes its one input as output `y`; announces each batch and waits for a go.
+struct Mock {
+    started: mpsc::Sender<Vec<u8>>,
+    go: mpsc::Receiver<()>,
+}
+
+impl Executor for Mock {
+    fn run(&mut self, inputs: Vec<BatchInput<'_>>) -> Result<Vec<Tensor>> {
+        let data = concat_fixed(&inputs[0].parts);
+        let _ = self.started.send(data.to_vec());
+        let _ = self.go.recv_timeout(Duration::from_secs(10));
+        Ok(vec![Tensor {
+            name: "y".into(),
+            datatype: DataType::Uint8,
+            shape: inputs[0].shape.clone(),
+            data: TensorData::Fixed(data),
+        }])
+    }
+}
+
+struct Harness {
+    queue: BatchQueue,
+    started: mpsc::Receiver<Vec<u8>>,
+    go: mpsc::Sender<()>,
+    stats: Arc<VersionStats>,
+}
+
+impl Harness {
+    fn new(policy: BatchPolicy, queue_policy: QueuePolicy) -> Harness {
+        let stats = Arc::new(VersionStats::default());
+        let queue = BatchQueue::new(policy, queue_policy, stats.clone());
+        let (started_tx, started) = mpsc::channel();
+        let (go, go_rx) = mpsc::channel();
+        let mock = Mock {
+            started: started_tx,
+            go: go_rx,
+        };
+        queue.spawn_executors("test", vec![Box::new(mock)]).unwrap();
+        Harness {
+            queue,
+            started,
+            go,
+            stats,
+        }
+    }
+
+    /// Submits a request whose rows carry the byte values in `rows`.
+    fn submit(
+        &self,
+        rows: &[u8],
+        priority: u64,
+        timeout: Option<Duration>,
+    ) -> Result<oneshot::Receiver<Result<JobOutput>>> {
+        let (tx, rx) = oneshot::channel();
+        let job = Job {
+            inputs: vec![Tensor {
+                name: "x".into(),
+                datatype: DataType::Uint8,
+                shape: vec![rows.len() as i64, 1],
+                data: TensorData::Fixed(Bytes::copy_from_slice(rows)),
+            }],
+            rows: rows.len(),
+            shape_key: vec![1],
+            outputs: Vec::new(),
+            enqueued: Instant::now(),
+            priority,
+            timeout,
+            deadline: None,
+            level: 0,
+            delayed: false,
+            seq: 0,
+            reply: tx,
+        };
+        self.queue.submit(job).map(|()| rx)
+    }
+
+    /// Waits for the executor to start a batch and returns its rows.
+    fn next_started(&self) -> Vec<u8> {
+        self.started
+            .recv_timeout(Duration::from_secs(10))
+            .expect("a batch started")
+    }
+
+    fn release(&self) {
+        self.go.send(()).unwrap();
+    }
+}
+
+fn dynamic(max: usize, delay: Duration) -> BatchPolicy {
+    BatchPolicy {
+        max_batch_size: max,
+        dynamic: true,
+        preferred: Vec::new(),
+        max_queue_delay: delay,
+    }
+}
+
+fn one_by_one() -> BatchPolicy {
+    BatchPolicy {
+        max_batch_size: 8,
+        dynamic: false,
+        ..Default::default()
+    }
+}
+
+fn output(rx: oneshot::Receiver<Result<JobOutput>>) -> Result<Vec<u8>> {
+    let out = rx.blocking_recv().expect("a reply")?;
+    match &out.outputs[0].data {
+        TensorData::Fixed(b) => Ok(b.to_vec()),
+        TensorData::Bytes(_) => unreachable!(),
+    }
+}
+
+#[test]
+fn a_full_queue_refuses_at_once() {
+    let h = Harness::new(one_by_one(), QueuePolicy::single(2));
+    let first = h.submit(&[1], 0, None).unwrap();
+    assert_eq!(h.next_started(), [1]);
+    let queued: Vec<_> = [2u8, 3].iter().map(|&v| h.submit(&[v], 0, None).unwrap()).collect();
+    let e = h.submit(&[4], 0, None).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Unavailable);
+    assert!(e.message.contains("exceeds maximum queue size (2)"), "{e}");
+    assert_eq!(h.stats.rejected.get(), 1);
+    for _ in 0..3 {
+        h.release();
+    }
+    assert_eq!(output(first).unwrap(), [1]);
+    for (rx, want) in queued.into_iter().zip([2u8, 3]) {
+        assert_eq!(output(rx).unwrap(), [want]);
+    }
+}
+
+#[test]
+fn requests_whose_caller_left_are_not_computed() {
+    let h = Harness::new(one_by_one(), QueuePolicy::single(8));
+    let first = h.submit(&[1], 0, None).unwrap();
+    assert_eq!(h.next_started(), [1]);
+    let gone = h.submit(&[2], 0, None).unwrap();
+    let kept = h.submit(&[3], 0, None).unwrap();
+    drop(gone);
+    h.release();
+    assert_eq!(h.next_started(), [3], "the abandoned request was skipped");
+    h.release();
+    assert_eq!(output(first).unwrap(), [1]);
+    assert_eq!(output(kept).unwrap(), [3]);
+    assert_eq!(h.stats.cancelled.get(), 1);
+    assert_eq!(h.stats.execution_count.get(), 2);
+}
+
+#[test]
+fn expired_requests_are_rejected_before_compute() {
+    let h = Harness::new(one_by_one(), QueuePolicy::single(8));
+    let first = h.submit(&[1], 0, None).unwrap();
+    assert_eq!(h.next_started(), [1]);
+    let late = h.submit(&[2], 0, Some(Duration::from_millis(1))).unwrap();
+    let fine = h.submit(&[3], 0, None).unwrap();
+    // The deadline passes while the executor is busy.
+    std::thread::sleep(Duration::from_millis(5));
+    h.release();
+    assert_eq!(h.next_started(), [3]);
+    h.release();
+    assert_eq!(output(first).unwrap(), [1]);
+    let e = output(late).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Timeout);
+    assert_eq!(output(fine).unwrap(), [3]);
+    assert_eq!(h.stats.timed_out.get(), 1);
+}
+
+#[test]
+fn queued_requests_merge_into_one_batch_and_split_back() {
+    let h = Harness::new(dynamic(8, Duration::ZERO), QueuePolicy::single(64));
+    let first = h.submit(&[1], 0, None).unwrap();
+    assert_eq!(h.next_started(), [1]);
+    let a = h.submit(&[10, 11], 0, None).unwrap();
+    let b = h.submit(&[20], 0, None).unwrap();
+    let c = h.submit(&[30, 31, 32], 0, None).unwrap();
+    let d = h.submit(&[40, 41, 42], 0, None).unwrap();
+    h.release();
+    // 2 + 1 + 3 rows fit in 8; the next 3 would not.
+    assert_eq!(h.next_started(), [10, 11, 20, 30, 31, 32]);
+    h.release();
+    assert_eq!(h.next_started(), [40, 41, 42]);
+    h.release();
+    assert_eq!(output(first).unwrap(), [1]);
+    assert_eq!(output(a).unwrap(), [10, 11]);
+    assert_eq!(output(b).unwrap(), [20]);
+    assert_eq!(output(c).unwrap(), [30, 31, 32]);
+    assert_eq!(output(d).unwrap(), [40, 41, 42]);
+    assert_eq!(h.stats.execution_count.get(), 3);
+    assert_eq!(h.stats.inference_count.get(), 10);
+}
+
+fn two_levels(delay_low: bool) -> QueuePolicy {
+    let level = |delay_on_timeout| LevelPolicy {
+        capacity: 8,
+        default_timeout: None,
+        allow_timeout_override: true,
+        delay_on_timeout,
+    };
+    QueuePolicy {
+        levels: vec![level(false), level(delay_low)],
+        default_level: 1,
+        preserve_ordering: false,
+    }
+}
+
+#[test]
+fn higher_priority_requests_run_first() {
+    let h = Harness::new(one_by_one(), two_levels(false));
+    let first = h.submit(&[1], 0, None).unwrap();
+    assert_eq!(h.next_started(), [1]);
+    let low = h.submit(&[2], 2, None).unwrap();
+    let default = h.submit(&[3], 0, None).unwrap();
+    let high = h.submit(&[4], 1, None).unwrap();
+    let invalid = h.submit(&[5], 99, None).unwrap();
+    let mut order = Vec::new();
+    for _ in 0..4 {
+        h.release();
+        order.extend(h.next_started());
+    }
+    h.release();
+    assert_eq!(order, [4, 2, 3, 5], "level 1 first, then level 2 in arrival order");
+    for rx in [first, low, default, high, invalid] {
+        output(rx).unwrap();
+    }
+}
+
+#[test]
+fn delay_policy_moves_expired_requests_to_the_back() {
+    let h = Harness::new(one_by_one(), two_levels(true));
+    let first = h.submit(&[1], 0, None).unwrap();
+    assert_eq!(h.next_started(), [1]);
+    let slow = h.submit(&[2], 2, Some(Duration::from_millis(1))).unwrap();
+    let other = h.submit(&[3], 2, None).unwrap();
+    std::thread::sleep(Duration::from_millis(5));
+    h.release();
+    assert_eq!(h.next_started(), [3], "the timed-out request waits behind the others");
+    h.release();
+    assert_eq!(h.next_started(), [2], "and is still computed");
+    h.release();
+    for rx in [first, slow, other] {
+        output(rx).unwrap();
+    }
+    assert_eq!(h.stats.timed_out.get(), 0);
+}
+
+#[test]
+fn closing_drains_what_is_queued() {
+    let h = Harness::new(dynamic(8, Duration::from_secs(60)), QueuePolicy::single(8));
+    let first = h.submit(&[1], 0, None).unwrap();
+    h.queue.close();
+    // Even with a long queue delay, a closed queue runs what it holds at once.
+    assert_eq!(h.next_started(), [1]);
+    h.release();
+    assert_eq!(output(first).unwrap(), [1]);
+    assert_eq!(h.submit(&[2], 0, None).unwrap_err().kind, ErrorKind::Unavailable);
+}
+
+#[test]
+fn preserve_ordering_answers_in_arrival_order() {
+    let mut policy = two_levels(false);
+    policy.preserve_ordering = true;
+    let h = Harness::new(one_by_one(), policy);
+    let first = h.submit(&[1], 0, None).unwrap();
+    assert_eq!(h.next_started(), [1]);
+    let low = h.submit(&[2], 2, None).unwrap();
+    let gone = h.submit(&[3], 2, None).unwrap();
+    let mut high = h.submit(&[4], 1, None).unwrap();
+    drop(gone);
+    h.release();
+    assert_eq!(h.next_started(), [4], "priority still decides what runs first");
+    h.release();
+    assert_eq!(h.next_started(), [2]);
+    // The high-priority request finished first but arrived after `low`: its answer waits.
+    assert!(high.try_recv().is_err());
+    h.release();
+    assert_eq!(output(first).unwrap(), [1]);
+    assert_eq!(output(low).unwrap(), [2]);
+    assert_eq!(output(high).unwrap(), [4]);
+}

@@ -1,0 +1,79 @@
+//! Dynamic batching end to end: requests from many concurrent clients on both
+//! protocols are merged into batches and every response holds exactly its own
+//! request's rows.
+
+mod common;
+
+use common::{TestServer, temp_repo};
+use switchyard_client::{Data, InferOptions};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_clients_get_their_own_rows_back_from_shared_batches() {
+    let repo = temp_repo(&["simple"]);
+    let config = std::fs::read_to_string(repo.path().join("simple/config.pbtxt")).unwrap();
+    std::fs::write(
+        repo.path().join("simple/config.pbtxt"),
+        format!(
+            "{config}\ndynamic_batching {{ max_queue_delay_microseconds: 2000 }}\n\
+             instance_group [ {{ kind: KIND_CPU, count: 2 }} ]\n"
+        ),
+    )
+    .unwrap();
+    let s = TestServer::start(repo.path(), |_| {}).await;
+    let mut tasks = Vec::new();
+    for client in 0..64i32 {
+        let (http, grpc) = (s.http.clone(), s.grpc.clone());
+        tasks.push(tokio::spawn(async move {
+            for round in 0..8i32 {
+                let rows = 1 + ((client + round) % 3) as usize;
+                let a: Vec<i32> = (0..16 * rows as i32)
+                    .map(|i| client * 100_000 + round * 1000 + i)
+                    .collect();
+                let b: Vec<i32> = (0..16 * rows as i32).map(|i| i * 7 - client).collect();
+                let inputs = common::simple_inputs(&a, &b);
+                let opts = InferOptions {
+                    id: Some(format!("{client}-{round}")),
+                    ..Default::default()
+                };
+                let r = if (client + round) % 2 == 0 {
+                    http.infer("simple", &inputs, &opts).await.unwrap()
+                } else {
+                    grpc.infer("simple", &inputs, &opts).await.unwrap()
+                };
+                assert_eq!(r.id, format!("{client}-{round}"));
+                let sum: Vec<i32> = a.iter().zip(&b).map(|(x, y)| x + y).collect();
+                let diff: Vec<i32> = a.iter().zip(&b).map(|(x, y)| x - y).collect();
+                assert_eq!(
+                    r.output("OUTPUT0").unwrap().data,
+                    Data::I32(sum),
+                    "client {client} round {round}"
+                );
+                assert_eq!(r.output("OUTPUT1").unwrap().data, Data::I32(diff));
+                assert_eq!(r.output("OUTPUT0").unwrap().shape, vec![rows as i64, 16]);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let stats = s.grpc.statistics(Some("simple"), Some("2")).await.unwrap();
+    let st = &stats.model_stats[0];
+    let rows: u64 = (0..64)
+        .flat_map(|c| (0..8).map(move |r| 1 + ((c + r) % 3) as u64))
+        .sum();
+    assert_eq!(st.inference_count, rows);
+    assert!(
+        st.execution_count < 512,
+        "requests were merged: {} executions for 512 requests",
+        st.execution_count
+    );
+    assert!(!st.batch_stats.is_empty());
+    for b in &st.batch_stats {
+        assert!(
+            b.batch_size <= 8,
+            "batch of {} rows exceeds max_batch_size 8",
+            b.batch_size
+        );
+    }
+    s.stop().await;
+}
