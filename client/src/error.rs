@@ -27,6 +27,10 @@ pub enum ClientError {
     /// parameter that has no representation in the chosen wire form.
     #[error("decode: {0}")]
     Decode(String),
+    /// A caller's request that cannot work as given, such as a load-generator
+    /// configuration or inputs that do not fit the model.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
 }
 
 impl From<tonic::Status> for ClientError {

@@ -168,9 +168,7 @@ impl GrpcClient {
     /// `ModelInfer` with inputs in `raw_input_contents`. Outputs are read from
     /// `raw_output_contents`, or from typed `contents` if the server sent those.
     pub async fn infer(&self, model: &str, inputs: &[Tensor], opts: &InferOptions) -> Result<InferResult, ClientError> {
-        let mut request = request_header(model, inputs, opts)?;
-        request.raw_input_contents = inputs.iter().map(|t| t.to_raw().into()).collect();
-        decode_response(self.infer_raw(request).await?)
+        decode_response(self.infer_raw(raw_request(model, inputs, opts)?).await?)
     }
 
     /// `ModelInfer` with inputs as typed `InferTensorContents`. FP16/BF16 have
@@ -192,6 +190,17 @@ impl GrpcClient {
     pub async fn infer_raw(&self, request: proto::ModelInferRequest) -> Result<proto::ModelInferResponse, ClientError> {
         Ok(self.client().model_infer(request).await?.into_inner())
     }
+}
+
+/// A complete `ModelInferRequest` with inputs in `raw_input_contents`.
+pub(crate) fn raw_request(
+    model: &str,
+    inputs: &[Tensor],
+    opts: &InferOptions,
+) -> Result<proto::ModelInferRequest, ClientError> {
+    let mut request = request_header(model, inputs, opts)?;
+    request.raw_input_contents = inputs.iter().map(|t| t.to_raw().into()).collect();
+    Ok(request)
 }
 
 /// A request with everything but the tensor data.

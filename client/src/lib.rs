@@ -13,11 +13,13 @@
 //! [`ClientError::Grpc`]) so tests can assert on them.
 //!
 //! The HTTP wire format lives in `http::codec` as pure functions, unit-tested
-//! without a server.
+//! without a server. [`perf`] is a load generator on top of both transports
+//! (the CLI's `perf` subcommand, and usable in-process by benchmarks).
 
 mod error;
 mod grpc;
 mod http;
+pub mod perf;
 mod tensor;
 
 pub use error::ClientError;

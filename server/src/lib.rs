@@ -85,7 +85,8 @@ pub struct Server {
     pub grpc_addr: SocketAddr,
     /// Metrics address.
     pub metrics_addr: SocketAddr,
-    ready: watch::Receiver<bool>,
+    /// `None` while start-up loading runs, then whether the server became ready.
+    ready: watch::Receiver<Option<bool>>,
     stop: watch::Sender<bool>,
     task: JoinHandle<anyhow::Result<()>>,
 }
@@ -113,7 +114,7 @@ impl Server {
         let grpc_addr = listeners.grpc.local_addr()?;
         let metrics_addr = listeners.metrics.local_addr()?;
         let (stop, stop_rx) = watch::channel(false);
-        let (ready_tx, ready) = watch::channel(false);
+        let (ready_tx, ready) = watch::channel(None);
         let stopped = |mut rx: watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|s| *s).await;
         };
@@ -202,7 +203,16 @@ impl Server {
     /// Resolves once start-up loading is done and the server is ready.
     pub async fn wait_ready(&self) {
         let mut rx = self.ready.clone();
-        let _ = rx.wait_for(|r| *r).await;
+        let _ = rx.wait_for(|r| *r == Some(true)).await;
+    }
+
+    /// Resolves once start-up loading is done; tells whether the server became ready.
+    pub async fn wait_started(&self) -> bool {
+        let mut rx = self.ready.clone();
+        rx.wait_for(Option::is_some)
+            .await
+            .map(|r| *r == Some(true))
+            .unwrap_or(false)
     }
 
     /// Starts a graceful shutdown.
@@ -234,7 +244,7 @@ async fn control_plane(
     config: Config,
     service: Service,
     health: tonic_health::server::HealthReporter,
-    ready: watch::Sender<bool>,
+    ready: watch::Sender<Option<bool>>,
     stop: watch::Receiver<bool>,
 ) {
     let repo = &config.model_repository;
@@ -267,7 +277,7 @@ async fn control_plane(
     } else {
         tracing::error!("not ready: a model meant to serve at start failed to load (--strict-readiness)");
     }
-    let _ = ready.send(is_ready);
+    let _ = ready.send(Some(is_ready));
     if config.model_control_mode != ControlMode::Poll {
         return;
     }

@@ -26,23 +26,23 @@ async fn strict_readiness_waits_for_every_model() {
     std::fs::create_dir_all(repo.path().join("broken/1")).unwrap();
     std::fs::write(repo.path().join("broken/1/model.onnx"), b"not an onnx file").unwrap();
     let s = TestServer::start_unready(repo.path(), |_| {}).await;
-    // Loading finishes (the control plane reports it) without becoming ready.
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let index = s.http.repository_index(false).await.unwrap();
-        let broken = index
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|m| m["name"] == "broken")
-            .cloned();
-        if let Some(b) = broken.filter(|b| b["state"] == "UNAVAILABLE") {
-            assert!(b["reason"].as_str().unwrap().contains("cannot load the model"), "{b}");
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "broken model reported in time");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let ready = tokio::time::timeout(WAIT, s.server.wait_started())
+        .await
+        .expect("start-up loading ends");
+    assert!(!ready, "a failed start-up model keeps the server unready");
+    let index = s.http.repository_index(false).await.unwrap();
+    let broken = index
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "broken")
+        .unwrap()
+        .clone();
+    assert_eq!(broken["state"], "UNAVAILABLE");
+    assert!(
+        broken["reason"].as_str().unwrap().contains("cannot load the model"),
+        "{broken}"
+    );
     assert!(!s.http.ready().await.unwrap());
     assert!(
         s.http.model_ready("simple", None).await.unwrap(),

@@ -1,9 +1,12 @@
 //! The `switchyard-client` command line: arguments, the connection to the
 //! server and one function per subcommand. Parsing of tensors given on the
-//! command line lives in `input`, printing in `output`.
+//! command line lives in `input`, printing in `output`; the load generator's
+//! command in `perf` and its chart in `plot`.
 
 mod input;
 mod output;
+mod perf;
+mod plot;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -53,6 +56,8 @@ pub enum Command {
     },
     /// Run one inference request and print the outputs as JSON.
     Infer(InferArgs),
+    /// Generate load and report throughput and latency, like perf_analyzer.
+    Perf(perf::PerfArgs),
 }
 
 /// Arguments of `infer`.
@@ -91,19 +96,25 @@ pub enum Conn {
     Grpc(GrpcClient),
 }
 
+/// The address used when `--url` is not given.
+pub fn default_url(protocol: Protocol) -> &'static str {
+    match protocol {
+        Protocol::Http => "http://127.0.0.1:8000",
+        Protocol::Grpc => "127.0.0.1:8001",
+    }
+}
+
 impl Conn {
     /// Connects with `protocol` to `url`, or to the protocol's default address.
     pub async fn connect(protocol: Protocol, url: Option<&str>) -> Result<Conn> {
+        let url = url.unwrap_or(default_url(protocol));
         Ok(match protocol {
-            Protocol::Http => Conn::Http(HttpClient::new(url.unwrap_or("http://127.0.0.1:8000"))?),
-            Protocol::Grpc => {
-                let url = url.unwrap_or("127.0.0.1:8001");
-                Conn::Grpc(
-                    GrpcClient::connect(url)
-                        .await
-                        .with_context(|| format!("connecting to {url}"))?,
-                )
-            }
+            Protocol::Http => Conn::Http(HttpClient::new(url)?),
+            Protocol::Grpc => Conn::Grpc(
+                GrpcClient::connect(url)
+                    .await
+                    .with_context(|| format!("connecting to {url}"))?,
+            ),
         })
     }
 
@@ -118,12 +129,16 @@ impl Conn {
 
 /// Runs the command line; the exit code reports the command's outcome.
 pub async fn run(cli: Cli) -> Result<ExitCode> {
-    let conn = Conn::connect(cli.protocol, cli.url.as_deref()).await?;
+    let (protocol, url) = (cli.protocol, cli.url.as_deref());
     match cli.command {
-        Command::Ready => ready(&conn).await,
-        Command::Models => models(&conn).await,
-        Command::Metadata { model, version } => metadata(&conn, &model, version.as_deref()).await,
-        Command::Infer(args) => infer(&conn, args).await,
+        Command::Ready => ready(&Conn::connect(protocol, url).await?).await,
+        Command::Models => models(&Conn::connect(protocol, url).await?).await,
+        Command::Metadata { model, version } => {
+            metadata(&Conn::connect(protocol, url).await?, &model, version.as_deref()).await
+        }
+        Command::Infer(args) => infer(&Conn::connect(protocol, url).await?, args).await,
+        // The load generator opens its own connections.
+        Command::Perf(args) => perf::run(protocol, url, args).await,
     }
 }
 

@@ -177,15 +177,10 @@ impl HttpClient {
     /// outputs encoded as `opts` asks.
     pub async fn infer(&self, model: &str, inputs: &[Tensor], opts: &InferOptions) -> Result<InferResult, ClientError> {
         let encoded = codec::encode_request(inputs, opts)?;
-        let url = self.model_url(model, opts.model_version.as_deref(), &["infer"]);
-        let mut request = self.client.post(url);
-        request = match encoded.header_len {
-            Some(n) => request
-                .header(CONTENT_TYPE, "application/octet-stream")
-                .header(codec::HEADER_LEN, n),
-            None => request.header(CONTENT_TYPE, "application/json"),
-        };
-        let (headers, body) = self.call(request.body(encoded.body)).await?;
+        let version = opts.model_version.as_deref();
+        let (headers, body) = self
+            .infer_encoded(model, version, encoded.body.into(), encoded.header_len)
+            .await?;
         let header_len = match headers.get(codec::HEADER_LEN) {
             None => None,
             Some(v) => Some(
@@ -196,6 +191,27 @@ impl HttpClient {
             ),
         };
         codec::decode_response(&body, header_len)
+    }
+
+    /// `POST .../infer` with a body from [`codec::encode_request`] (JSON, and
+    /// binary inputs after `header_len` bytes); the response's headers and
+    /// body come back undecoded. The load generator encodes once and sends
+    /// the same body many times.
+    pub(crate) async fn infer_encoded(
+        &self,
+        model: &str,
+        version: Option<&str>,
+        body: Bytes,
+        header_len: Option<usize>,
+    ) -> Result<(HeaderMap, Bytes), ClientError> {
+        let mut request = self.client.post(self.model_url(model, version, &["infer"]));
+        request = match header_len {
+            Some(n) => request
+                .header(CONTENT_TYPE, "application/octet-stream")
+                .header(codec::HEADER_LEN, n),
+            None => request.header(CONTENT_TYPE, "application/json"),
+        };
+        self.call(request.body(body)).await
     }
 
     /// Sends an arbitrary POST (for tests of malformed requests): returns
