@@ -29,6 +29,9 @@ struct Args {
     /// Intra-op threads (0: as the model config says, else one per core).
     #[arg(long, default_value_t = 0)]
     intra_op_threads: usize,
+    /// Also write the results as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -56,6 +59,7 @@ fn main() -> anyhow::Result<()> {
         settings.intra_op_threads
     );
     println!("{:>6} {:>12} {:>12} {:>14}", "batch", "p50 (us)", "p99 (us)", "infer/s");
+    let mut results = Vec::new();
     for &batch in &args.batch {
         let inputs: Vec<(String, DataType, Vec<i64>, TensorData)> = cfg
             .input
@@ -99,12 +103,21 @@ fn main() -> anyhow::Result<()> {
             calls += 1;
         }
         let secs = start.elapsed().as_secs_f64();
+        results.push(serde_json::json!({
+            "batch": batch,
+            "p50_us": hist.value_at_quantile(0.5) as f64 / 1e3,
+            "p99_us": hist.value_at_quantile(0.99) as f64 / 1e3,
+            "infer_per_s": (calls as f64 * batch as f64) / secs,
+        }));
         println!(
             "{batch:>6} {:>12.1} {:>12.1} {:>14.0}",
             hist.value_at_quantile(0.5) as f64 / 1e3,
             hist.value_at_quantile(0.99) as f64 / 1e3,
             (calls as f64 * batch as f64) / secs
         );
+    }
+    if let Some(path) = args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&results)?)?;
     }
     Ok(())
 }
