@@ -404,6 +404,8 @@ impl Service {
         for spec in &handle.inputs {
             let Some(pos) = inputs.iter().position(|t| t.name == spec.name) else {
                 if spec.optional {
+                    // Requests batch together only when the same optional inputs are present.
+                    shape_key.push(-2);
                     continue;
                 }
                 return Err(Error::invalid(format!(

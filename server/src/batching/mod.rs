@@ -216,6 +216,12 @@ struct Sequencer {
 
 impl Sequencer {
     fn finish(&mut self, seq: u64, reply: Option<(Reply, Result<JobOutput>)>) {
+        if seq < self.next {
+            if let Some((tx, result)) = reply {
+                let _ = tx.send(result);
+            }
+            return;
+        }
         self.ready.insert(seq, reply);
         while let Some(done) = self.ready.remove(&self.next) {
             if let Some((tx, result)) = done {
@@ -411,7 +417,16 @@ impl BatchQueue {
 
     fn executor_loop(self, mut executor: Box<dyn Executor>) {
         while let Some(batch) = self.next_batch() {
-            run_batch(executor.as_mut(), batch, &self.shared);
+            // A panic inside the runtime must not take the executor down with it: the
+            // batch's callers get an error (their reply channels drop) and the loop goes on.
+            let seqs: Vec<u64> = batch.iter().map(|j| j.seq).collect();
+            let run = std::panic::AssertUnwindSafe(|| run_batch(executor.as_mut(), batch, &self.shared));
+            if std::panic::catch_unwind(run).is_err() {
+                tracing::error!("executor panicked while running a batch; the batch failed");
+                for seq in seqs {
+                    self.shared.skip(seq);
+                }
+            }
         }
     }
 }
