@@ -24,6 +24,8 @@ pub const BATCH_SIZE: &str = "switchyard_batch_size";
 pub const INFERENCES: &str = "switchyard_inferences_total";
 /// Batches executed.
 pub const EXECUTIONS: &str = "switchyard_executions_total";
+/// Requests that left the queue without being computed, by reason.
+pub const DROPPED: &str = "switchyard_dropped_requests_total";
 /// Requests waiting in a version's queue.
 pub const QUEUE_DEPTH: &str = "switchyard_queue_depth";
 /// 1 per loaded model version.
@@ -68,6 +70,10 @@ pub fn install() -> PrometheusHandle {
             describe_histogram!(BATCH_SIZE, "Rows per executed batch.");
             describe_counter!(INFERENCES, "Rows computed.");
             describe_counter!(EXECUTIONS, "Batches executed.");
+            describe_counter!(
+                DROPPED,
+                "Requests not computed: queue_full (refused), cancelled (caller gone), timeout (queue deadline)."
+            );
             describe_gauge!(QUEUE_DEPTH, "Requests waiting in the batch queue of a model version.");
             describe_gauge!(MODEL_READY, "1 while a model version is loaded and serving.");
             handle
@@ -173,6 +179,12 @@ pub struct ExecutionMetrics {
     pub executions: Counter,
     /// Requests waiting.
     pub queue_depth: metrics::Gauge,
+    /// Refused because the queue was full.
+    pub queue_full: Counter,
+    /// Dropped because the caller went away.
+    pub cancelled: Counter,
+    /// Dropped because the queue deadline passed.
+    pub timed_out: Counter,
 }
 
 impl Default for ExecutionMetrics {
@@ -184,6 +196,9 @@ impl Default for ExecutionMetrics {
             inferences: Counter::noop(),
             executions: Counter::noop(),
             queue_depth: metrics::Gauge::noop(),
+            queue_full: Counter::noop(),
+            cancelled: Counter::noop(),
+            timed_out: Counter::noop(),
         }
     }
 }
@@ -199,6 +214,9 @@ impl ExecutionMetrics {
             inferences: metrics::counter!(INFERENCES, &labels),
             executions: metrics::counter!(EXECUTIONS, &labels),
             queue_depth: metrics::gauge!(QUEUE_DEPTH, &labels),
+            queue_full: metrics::counter!(DROPPED, "model" => model.to_string(), "version" => version.to_string(), "reason" => "queue_full"),
+            cancelled: metrics::counter!(DROPPED, "model" => model.to_string(), "version" => version.to_string(), "reason" => "cancelled"),
+            timed_out: metrics::counter!(DROPPED, "model" => model.to_string(), "version" => version.to_string(), "reason" => "timeout"),
         }
     }
 }

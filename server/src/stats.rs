@@ -31,6 +31,17 @@ impl Count {
     }
 }
 
+/// Why a request left the queue without being computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dropped {
+    /// Refused at admission: the queue was full.
+    QueueFull,
+    /// Its caller went away.
+    Cancelled,
+    /// Its queue deadline passed.
+    Timeout,
+}
+
 /// A count and a total duration.
 #[derive(Debug, Default)]
 pub struct DurationStat {
@@ -117,6 +128,17 @@ impl VersionStats {
         row.input_ns += input.as_nanos() as u64;
         row.infer_ns += infer.as_nanos() as u64;
         row.output_ns += output.as_nanos() as u64;
+    }
+
+    /// Counts a request that was not computed.
+    pub fn record_dropped(&self, why: Dropped) {
+        let (count, metric) = match why {
+            Dropped::QueueFull => (&self.rejected, &self.prom.queue_full),
+            Dropped::Cancelled => (&self.cancelled, &self.prom.cancelled),
+            Dropped::Timeout => (&self.timed_out, &self.prom.timed_out),
+        };
+        count.inc();
+        metric.increment(1);
     }
 
     /// Reports the number of queued requests.

@@ -23,7 +23,7 @@ use parking_lot::{Condvar, Mutex};
 use tokio::sync::oneshot;
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::stats::VersionStats;
+use crate::stats::{Dropped, VersionStats};
 use crate::tensor::{Tensor, TensorData};
 pub use policy::{BatchPolicy, Decision, Pending};
 
@@ -304,7 +304,7 @@ impl BatchQueue {
         let capacity = qp.levels[job.level].capacity;
         if state.counts[job.level] >= capacity {
             drop(state);
-            self.shared.stats.rejected.inc();
+            self.shared.stats.record_dropped(Dropped::QueueFull);
             return Err(Error::unavailable(format!(
                 "inference request exceeds maximum queue size ({capacity}) of the model version"
             )));
@@ -380,7 +380,7 @@ impl BatchQueue {
         let mut delayed = Vec::new();
         queue.retain_mut(|job| {
             if job.reply.is_closed() {
-                stats.cancelled.inc();
+                stats.record_dropped(Dropped::Cancelled);
                 counts[job.level] -= 1;
                 shared.skip(job.seq);
                 return false;
@@ -392,7 +392,7 @@ impl BatchQueue {
                     delayed.push(std::mem::replace(job, placeholder()));
                     return false;
                 }
-                stats.timed_out.inc();
+                stats.record_dropped(Dropped::Timeout);
                 counts[job.level] -= 1;
                 let reply = std::mem::replace(&mut job.reply, oneshot::channel().0);
                 let timeout = Error::new(ErrorKind::Timeout, "request timed out in the queue before execution");
