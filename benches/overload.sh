@@ -4,7 +4,9 @@
 # the overload error (503 / UNAVAILABLE "exceeds maximum queue size"), and RSS must stay flat.
 #
 #   benches/overload.sh [MODEL_DIR]      (default benches/models/mlp)
-# Environment: RATE (7000), DURATION_SECS (60), QUEUE (128: max_queue_size), SERVER_CPUS (0), CLIENT_CPUS (1), OUT.
+# Environment: RATE (7000), DURATION_SECS (60), QUEUE (128: max_queue_size), MAX_BATCH (4: max_batch_size, which
+# keeps the server's capacity within what one client core can offer twice over), SERVER_CPUS (0), CLIENT_CPUS (1),
+# OUT. Measure the capacity first with DURATION_SECS=10 and a closed loop, e.g. `perf --concurrency 32`.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -13,6 +15,7 @@ model="$(basename "$model_dir")"
 rate="${RATE:-7000}"
 secs="${DURATION_SECS:-60}"
 queue="${QUEUE:-128}"
+max_batch="${MAX_BATCH:-4}"
 out="${OUT:-target/overload}"
 mkdir -p "$out"
 bash scripts/setup-ort.sh >/dev/null
@@ -22,7 +25,8 @@ repo="$(mktemp -d)"
 trap 'kill "$pid" 2>/dev/null || true; rm -rf "$repo"' EXIT
 mkdir -p "$repo/$model/1"
 cp "$model_dir/1/model.onnx" "$repo/$model/1/"
-grep -v -e '^dynamic_batching' -e '^instance_group' -e '^parameters' "$model_dir/config.pbtxt" > "$repo/$model/config.pbtxt"
+grep -v -e '^dynamic_batching' -e '^instance_group' -e '^parameters' "$model_dir/config.pbtxt" \
+  | sed "s/^max_batch_size: .*/max_batch_size: $max_batch/" > "$repo/$model/config.pbtxt"
 cat >> "$repo/$model/config.pbtxt" <<CFG
 instance_group [ { kind: KIND_CPU, count: 1 } ]
 parameters { key: "intra_op_thread_count" value: { string_value: "1" } }

@@ -48,6 +48,17 @@ pub fn install() -> PrometheusHandle {
                 .expect("bucket lists are non-empty");
             let recorder = builder.build_recorder();
             let handle = recorder.handle();
+            // Histogram samples buffer in the recorder until drained; without a
+            // scrape they would grow with every request. Drain them periodically.
+            let upkeep = handle.clone();
+            let _ = std::thread::Builder::new()
+                .name("sy-metrics-upkeep".into())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(std::time::Duration::from_secs(5));
+                        upkeep.run_upkeep();
+                    }
+                });
             // Another recorder may already be installed (embedding, tests):
             // then this handle renders nothing, which is harmless.
             let _ = metrics::set_global_recorder(recorder);
