@@ -19,7 +19,7 @@ use switchyard_proto::inference::{
 use crate::batching::{BatchPolicy, BatchQueue, LevelPolicy, QueuePolicy};
 use crate::error::{Error, Result};
 use crate::metrics::VersionMetrics;
-use crate::model::{Device, Signature, onnx};
+use crate::model::{Device, onnx};
 use crate::repository::{self, ModelSource, config};
 use crate::stats::VersionStats;
 use crate::tensor::DataType;
@@ -351,7 +351,7 @@ fn load_version(
             string_value: digest.clone(),
         },
     );
-    let (inputs, outputs) = tensor_specs(&config, &loaded.signature).map_err(at)?;
+    let (inputs, outputs) = tensor_specs(&config).map_err(at)?;
     let max_batch_size = config.max_batch_size.max(0) as usize;
     let dynamic = match &config.scheduling_choice {
         Some(model_config::SchedulingChoice::DynamicBatching(d)) => Some(d),
@@ -453,7 +453,7 @@ fn record_device(config: &mut ModelConfig, device: Device, note: Option<&str>) {
     );
 }
 
-fn tensor_specs(config: &ModelConfig, _sig: &Signature) -> Result<(Vec<TensorSpec>, Vec<TensorSpec>), String> {
+fn tensor_specs(config: &ModelConfig) -> Result<(Vec<TensorSpec>, Vec<TensorSpec>), String> {
     let dt =
         |v: i32, name: &str| DataType::from_config_enum(v).ok_or_else(|| format!("tensor '{name}' has no datatype"));
     let inputs = config

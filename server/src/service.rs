@@ -12,7 +12,7 @@ use tokio::sync::oneshot;
 
 use crate::batching::{Job, Timings};
 use crate::config::{Config, ControlMode};
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, Result};
 use crate::metrics::{self, Protocol};
 use crate::registry::{IndexEntry, LoadSettings, Registry, TensorSpec, VersionHandle};
 use crate::repository;
@@ -521,9 +521,4 @@ impl Service {
         }
         Ok(rows as usize)
     }
-}
-
-/// Maps the registry's error for a missing model to the error kind clients expect.
-pub fn is_not_found(e: &Error) -> bool {
-    e.kind == ErrorKind::NotFound
 }
