@@ -278,25 +278,13 @@ impl EchoQueue {
     /// Queues one `[1, 256]` FP32 request, as the service does after validation.
     fn submit(&self) -> oneshot::Receiver<Result<JobOutput>> {
         let (reply, rx) = oneshot::channel();
-        let job = Job {
-            inputs: vec![Tensor {
-                name: "x".into(),
-                datatype: DataType::Fp32,
-                shape: vec![1, 256],
-                data: TensorData::Fixed(self.row.clone()),
-            }],
-            rows: 1,
-            shape_key: vec![256],
-            outputs: Vec::new(),
-            enqueued: Instant::now(),
-            priority: 0,
-            timeout: None,
-            deadline: None,
-            level: 0,
-            delayed: false,
-            seq: 0,
-            reply,
+        let input = Tensor {
+            name: "x".into(),
+            datatype: DataType::Fp32,
+            shape: vec![1, 256],
+            data: TensorData::Fixed(self.row.clone()),
         };
+        let job = Job::new(vec![input], 1, vec![256], Vec::new(), reply);
         self.queue.submit(job).unwrap();
         rx
     }

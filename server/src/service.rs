@@ -454,20 +454,10 @@ impl Service {
         let timeout = param("timeout")?.filter(|&us| us > 0).map(Duration::from_micros);
         let priority = param("priority")?.unwrap_or(0);
         let (tx, rx) = oneshot::channel();
-        let job = Job {
-            inputs: ordered,
-            rows: rows.unwrap_or(1),
-            shape_key,
-            outputs,
-            enqueued: received,
-            priority,
-            timeout,
-            deadline: None,
-            level: 0,
-            delayed: false,
-            seq: 0,
-            reply: tx,
-        };
+        let mut job = Job::new(ordered, rows.unwrap_or(1), shape_key, outputs, tx);
+        job.enqueued = received;
+        job.priority = priority;
+        job.timeout = timeout;
         Ok((job, rx))
     }
 

@@ -103,6 +103,34 @@ pub struct Job {
     pub reply: oneshot::Sender<Result<JobOutput>>,
 }
 
+impl Job {
+    /// A request of `rows` rows for the queue, enqueued now with the default
+    /// priority and no timeout. The queue fills in its level, deadline and
+    /// arrival number on submit.
+    pub fn new(
+        inputs: Vec<Tensor>,
+        rows: usize,
+        shape_key: Vec<i64>,
+        outputs: Vec<String>,
+        reply: oneshot::Sender<Result<JobOutput>>,
+    ) -> Job {
+        Job {
+            inputs,
+            rows,
+            shape_key,
+            outputs,
+            enqueued: Instant::now(),
+            priority: 0,
+            timeout: None,
+            deadline: None,
+            level: 0,
+            delayed: false,
+            seq: 0,
+            reply,
+        }
+    }
+}
+
 impl Pending for Job {
     fn rows(&self) -> usize {
         self.rows
@@ -433,20 +461,7 @@ impl BatchQueue {
 
 /// An empty job, swapped in while moving a real one.
 fn placeholder() -> Job {
-    Job {
-        inputs: Vec::new(),
-        rows: 0,
-        shape_key: Vec::new(),
-        outputs: Vec::new(),
-        enqueued: Instant::now(),
-        priority: 0,
-        timeout: None,
-        deadline: None,
-        level: 0,
-        delayed: true,
-        seq: 0,
-        reply: oneshot::channel().0,
-    }
+    Job::new(Vec::new(), 0, Vec::new(), Vec::new(), oneshot::channel().0)
 }
 
 /// Concatenates, runs, splits, replies. Never panics on a runtime error:

@@ -64,25 +64,15 @@ impl Harness {
         timeout: Option<Duration>,
     ) -> Result<oneshot::Receiver<Result<JobOutput>>> {
         let (tx, rx) = oneshot::channel();
-        let job = Job {
-            inputs: vec![Tensor {
-                name: "x".into(),
-                datatype: DataType::Uint8,
-                shape: vec![rows.len() as i64, 1],
-                data: TensorData::Fixed(Bytes::copy_from_slice(rows)),
-            }],
-            rows: rows.len(),
-            shape_key: vec![1],
-            outputs: Vec::new(),
-            enqueued: Instant::now(),
-            priority,
-            timeout,
-            deadline: None,
-            level: 0,
-            delayed: false,
-            seq: 0,
-            reply: tx,
+        let input = Tensor {
+            name: "x".into(),
+            datatype: DataType::Uint8,
+            shape: vec![rows.len() as i64, 1],
+            data: TensorData::Fixed(Bytes::copy_from_slice(rows)),
         };
+        let mut job = Job::new(vec![input], rows.len(), vec![1], Vec::new(), tx);
+        job.priority = priority;
+        job.timeout = timeout;
         self.queue.submit(job).map(|()| rx)
     }
 
