@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
+from onnx.reference import ReferenceEvaluator
 
 ROOT = Path(__file__).resolve().parent.parent
 OPSET = 17
@@ -162,6 +163,31 @@ def cnn():
     return model(graph)
 
 
+def write_golden(version_dir, cases, budget=None, tolerance=None):
+    """A golden set (validation/cases/*.json, optional validation/budget.json): inputs in V2 JSON form and the
+    outputs the onnx reference evaluator (not ONNX Runtime) computes for them."""
+    import json
+
+    model_path = version_dir / "model.onnx"
+    ref = ReferenceEvaluator(onnx.load(model_path))
+    out_names = [o.name for o in onnx.load(model_path).graph.output]
+    cases_dir = version_dir / "validation/cases"
+    cases_dir.mkdir(parents=True, exist_ok=True)
+    for name, feeds, datatype in cases:
+        results = ref.run(None, feeds)
+        body = {
+            "inputs": [{"name": k, "datatype": datatype, "shape": list(v.shape), "data": v.flatten().tolist()}
+                       for k, v in feeds.items()],
+            "outputs": [{"name": n, "shape": list(r.shape), "data": np.asarray(r).flatten().tolist()}
+                        for n, r in zip(out_names, results)],
+        }
+        if tolerance:
+            body["tolerance"] = tolerance
+        (cases_dir / f"{name}.json").write_text(json.dumps(body, indent=1) + "\n")
+    if budget:
+        (version_dir / "validation/budget.json").write_text(json.dumps(budget) + "\n")
+
+
 def write_examples(repo):
     io = [("INPUT0", "TYPE_INT32", [16]), ("INPUT1", "TYPE_INT32", [16])]
     out = [("OUTPUT0", "TYPE_INT32", [16]), ("OUTPUT1", "TYPE_INT32", [16])]
@@ -169,6 +195,12 @@ def write_examples(repo):
     doc = "OUTPUT0 = INPUT0 + INPUT1, OUTPUT1 = INPUT0 - INPUT1."
     save(simple(doc), repo / "simple/1/model.onnx")
     save(simple(doc + " Version 2: retrained, same graph."), repo / "simple/2/model.onnx")
+    ints = np.arange(16, dtype=np.int32).reshape(1, 16)
+    for v in ("1", "2"):
+        write_golden(repo / "simple" / v, [
+            ("ones", {"INPUT0": ints, "INPUT1": np.ones((1, 16), np.int32)}, "INT32"),
+            ("batch2", {"INPUT0": np.stack([ints[0], -ints[0]]), "INPUT1": np.stack([ints[0], ints[0] * 3])}, "INT32"),
+        ])
 
     # No config.pbtxt on purpose: the server completes the configuration from the ONNX file.
     save(datatypes(), repo / "datatypes/1/model.onnx")
@@ -181,6 +213,11 @@ def write_examples(repo):
     write_config(repo / "classifier/config.pbtxt", "classifier", 32,
                  [("features", "TYPE_FP32", [16])], [("probabilities", "TYPE_FP32", [4])], extra)
     save(classifier(), repo / "classifier/1/model.onnx")
+    rng = np.random.default_rng(11)
+    write_golden(repo / "classifier/1", [
+        ("row", {"features": rng.standard_normal((1, 16)).astype(np.float32)}, "FP32"),
+        ("batch4", {"features": rng.standard_normal((4, 16)).astype(np.float32)}, "FP32"),
+    ], budget={"p99_ms": 50, "requests": 50}, tolerance={"absolute": 1e-5, "relative": 1e-4})
 
 
 def write_bench(repo):

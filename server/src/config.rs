@@ -29,7 +29,12 @@ pub enum LogFormat {
 
 /// Switchyard: serves ONNX models over KServe V2 / Triton-compatible HTTP and gRPC.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "switchyard", version, about)]
+#[command(
+    name = "switchyard",
+    version,
+    about,
+    after_help = "Offline check of a model repository (for CI/CD): switchyard validate --model-repository DIR"
+)]
 pub struct Config {
     /// Model repository in Triton's layout: `<repo>/<model>/[config.pbtxt]` and
     /// `<repo>/<model>/<version>/model.onnx`.
@@ -93,6 +98,46 @@ pub struct Config {
     #[arg(long, env = "SWITCHYARD_MAX_TENSOR_ELEMENTS", default_value_t = 16 << 20)]
     pub max_tensor_elements: usize,
 
+    /// Versions that may load at once, across models (the loader pool). Loads
+    /// run off the serving path; fewer at once leaves more CPU to serving.
+    #[arg(long, env = "SWITCHYARD_MODEL_LOAD_THREAD_COUNT", default_value_t = 1,
+          value_parser = clap::builder::TypedValueParser::map(clap::value_parser!(u16).range(1..=64), usize::from))]
+    pub model_load_thread_count: usize,
+    /// Synthetic warm-up (zero data at batch size 1, the preferred sizes and
+    /// max_batch_size) for models whose config has no `model_warmup`.
+    #[arg(long, env = "SWITCHYARD_MODEL_WARMUP", default_value_t = true, action = clap::ArgAction::Set)]
+    pub model_warmup: bool,
+    /// Append every control action (load, unload, promote, label, rollback,
+    /// validation failure, refused admin call) to this JSONL file.
+    #[arg(long, env = "SWITCHYARD_AUDIT_LOG")]
+    pub audit_log: Option<PathBuf>,
+    /// Admin tokens, one per line (`id:token` or a bare token): load, unload,
+    /// labels and rollback then need `Authorization: Bearer <token>`. A token
+    /// can also come from the `SWITCHYARD_ADMIN_TOKEN` environment variable.
+    #[arg(long, env = "SWITCHYARD_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
+    /// Serve the admin operations on their own HTTP port (and refuse them on
+    /// the public HTTP and gRPC ports).
+    #[arg(long, env = "SWITCHYARD_ADMIN_HTTP_PORT")]
+    pub admin_http_port: Option<u16>,
+    /// Address of the admin HTTP port.
+    #[arg(long, env = "SWITCHYARD_ADMIN_ADDRESS", default_value = "127.0.0.1")]
+    pub admin_address: IpAddr,
+    /// Watch a newly promoted version for this many seconds and point the
+    /// default back to the previous version if it breaches the budgets below
+    /// (0 = off).
+    #[arg(long, env = "SWITCHYARD_AUTO_ROLLBACK_WINDOW_SECS", default_value_t = 0.0)]
+    pub auto_rollback_window_secs: f64,
+    /// Largest share of server-side errors a promoted version may have.
+    #[arg(long, env = "SWITCHYARD_AUTO_ROLLBACK_MAX_ERROR_RATE", default_value_t = 0.05)]
+    pub auto_rollback_max_error_rate: f64,
+    /// Largest p99 latency (ms) a promoted version may have (unset: not checked).
+    #[arg(long, env = "SWITCHYARD_AUTO_ROLLBACK_MAX_P99_MS")]
+    pub auto_rollback_max_p99_ms: Option<f64>,
+    /// Requests a promoted version must serve before it is judged.
+    #[arg(long, env = "SWITCHYARD_AUTO_ROLLBACK_MIN_REQUESTS", default_value_t = 50)]
+    pub auto_rollback_min_requests: u64,
+
     /// Log format.
     #[arg(long, env = "SWITCHYARD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -110,6 +155,7 @@ impl Config {
         let lo: IpAddr = [127, 0, 0, 1].into();
         (c.http_address, c.grpc_address, c.metrics_address) = (lo, lo, lo);
         (c.http_port, c.grpc_port, c.metrics_port) = (0, 0, 0);
+        c.admin_address = lo;
         c
     }
 }

@@ -24,6 +24,12 @@ pub enum ErrorKind {
     Unsupported,
     /// A failure inside the server or the runtime (500 / INTERNAL).
     Internal,
+    /// An admin operation without a valid token.
+    Unauthenticated,
+    /// An admin operation on a listener that may not run it.
+    PermissionDenied,
+    /// The operation conflicts with the current state (e.g. a label naming a version that is not loaded).
+    FailedPrecondition,
 }
 
 /// One row of the error table.
@@ -49,6 +55,9 @@ impl ErrorKind {
             ErrorKind::Cancelled => (499, 1, "cancelled"),
             ErrorKind::Unsupported => (501, 12, "unsupported"),
             ErrorKind::Internal => (500, 13, "internal"),
+            ErrorKind::Unauthenticated => (401, 16, "unauthenticated"),
+            ErrorKind::PermissionDenied => (403, 7, "permission_denied"),
+            ErrorKind::FailedPrecondition => (409, 9, "failed_precondition"),
         };
         ErrorMapping {
             http_status,

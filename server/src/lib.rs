@@ -22,6 +22,7 @@ pub mod config;
 pub mod error;
 pub mod grpc;
 pub mod http;
+pub mod lifecycle;
 pub mod metrics;
 pub mod model;
 pub mod registry;
@@ -29,6 +30,7 @@ pub mod repository;
 pub mod service;
 pub mod stats;
 pub mod tensor;
+pub mod validate;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -44,6 +46,7 @@ use tonic_health::ServingStatus;
 
 pub use config::Config;
 use config::ControlMode;
+use lifecycle::audit::Actor;
 pub use service::Service;
 
 /// The three bound listeners.
@@ -55,6 +58,8 @@ pub struct Listeners {
     pub grpc: TcpListener,
     /// Prometheus metrics.
     pub metrics: TcpListener,
+    /// Admin HTTP (only with `--admin-http-port`).
+    pub admin: Option<TcpListener>,
 }
 
 impl Listeners {
@@ -70,6 +75,10 @@ impl Listeners {
             http: bind(config.http_address, config.http_port, "HTTP").await?,
             grpc: bind(config.grpc_address, config.grpc_port, "gRPC").await?,
             metrics: bind(config.metrics_address, config.metrics_port, "metrics").await?,
+            admin: match config.admin_http_port {
+                Some(port) => Some(bind(config.admin_address, port, "admin HTTP").await?),
+                None => None,
+            },
         })
     }
 }
@@ -85,6 +94,8 @@ pub struct Server {
     pub grpc_addr: SocketAddr,
     /// Metrics address.
     pub metrics_addr: SocketAddr,
+    /// Admin HTTP address, when configured.
+    pub admin_addr: Option<SocketAddr>,
     /// `None` while start-up loading runs, then whether the server became ready.
     ready: watch::Receiver<Option<bool>>,
     stop: watch::Sender<bool>,
@@ -109,8 +120,9 @@ impl Server {
     /// Starts serving on already-bound listeners.
     pub fn start_on(config: Config, listeners: Listeners) -> anyhow::Result<Server> {
         let prometheus = metrics::install();
-        let service = Service::new(&config);
+        let service = Service::new(&config)?;
         let http_addr = listeners.http.local_addr()?;
+        let admin_addr = listeners.admin.as_ref().map(|l| l.local_addr()).transpose()?;
         let grpc_addr = listeners.grpc.local_addr()?;
         let metrics_addr = listeners.metrics.local_addr()?;
         let (stop, stop_rx) = watch::channel(false);
@@ -137,10 +149,25 @@ impl Server {
             let _ = tcp.set_nodelay(true);
         });
         let http_task = tokio::spawn(
-            axum::serve(http_listener, http::router(service.clone(), config.http_max_body_bytes))
+            axum::serve(
+                http_listener,
+                http::router(service.clone(), config.http_max_body_bytes, false)
+                    .into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(stopped(stop_rx.clone()))
+            .into_future(),
+        );
+        let admin_task = listeners.admin.map(|listener| {
+            tokio::spawn(
+                axum::serve(
+                    listener,
+                    http::router(service.clone(), config.http_max_body_bytes, true)
+                        .into_make_service_with_connect_info::<SocketAddr>(),
+                )
                 .with_graceful_shutdown(stopped(stop_rx.clone()))
                 .into_future(),
-        );
+            )
+        });
         let metrics_router = axum::Router::new().route(
             "/metrics",
             axum::routing::get(move || {
@@ -177,6 +204,9 @@ impl Server {
                 h??;
                 g??;
                 m??;
+                if let Some(a) = admin_task {
+                    a.await??;
+                }
                 anyhow::Ok(())
             };
             let result = match tokio::time::timeout(exit_timeout, drain).await {
@@ -194,6 +224,7 @@ impl Server {
             http_addr,
             grpc_addr,
             metrics_addr,
+            admin_addr,
             ready,
             stop,
             task,
@@ -259,9 +290,12 @@ async fn control_plane(
         ControlMode::Explicit => config.load_models.clone(),
         ControlMode::None | ControlMode::Poll => all(),
     };
+    // Models load concurrently; the loader pool bounds how many versions build at once.
+    let startup = Actor::internal("startup");
+    let results = futures::future::join_all(names.iter().map(|name| service.load_now(name, None, &startup))).await;
     let mut ok = true;
-    for name in &names {
-        if let Err(e) = service.load_now(name, None).await {
+    for (name, result) in names.iter().zip(results) {
+        if let Err(e) = result {
             tracing::error!(model = %name, error = %e, "model failed to load");
             ok = false;
         }
@@ -310,7 +344,7 @@ async fn poll_once(service: &Service, repo: &std::path::Path, seen: &mut BTreeMa
             continue;
         }
         tracing::info!(model = %name, "repository change detected: loading");
-        if let Err(e) = service.load_now(name, None).await {
+        if let Err(e) = service.load_now(name, None, &Actor::internal("poll")).await {
             tracing::error!(model = %name, error = %e, "reload failed");
         }
         seen.insert(name.clone(), src.fingerprint);
@@ -319,7 +353,7 @@ async fn poll_once(service: &Service, repo: &std::path::Path, seen: &mut BTreeMa
     for name in removed {
         seen.remove(&name);
         if service.registry().get(&name).is_some() {
-            let _ = service.registry().unload(&name).await;
+            let _ = service.registry().unload(&name, &Actor::internal("poll")).await;
         }
     }
 }

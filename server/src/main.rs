@@ -12,6 +12,21 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    let mut argv = std::env::args();
+    if std::env::args().nth(1).as_deref() == Some("validate") {
+        // `switchyard validate --model-repository DIR`: offline checks for CI/CD.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(EnvFilter::new("warn,ort=error"))
+            .with_writer(std::io::stderr)
+            .try_init();
+        argv.next();
+        let ok = switchyard::validate::main(argv).await;
+        return if ok {
+            std::process::ExitCode::SUCCESS
+        } else {
+            std::process::ExitCode::FAILURE
+        };
+    }
     let config = Config::parse();
     let filter = EnvFilter::try_new(&config.log).unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);

@@ -10,11 +10,13 @@ use std::time::{Duration, Instant};
 use switchyard_proto::inference::{ModelConfig, ModelStatistics};
 use tokio::sync::oneshot;
 
-use crate::batching::{Job, Timings};
+use crate::batching::{Job, JobOutput, Timings};
 use crate::config::{Config, ControlMode};
 use crate::error::{Error, Result};
+use crate::lifecycle::admin::{AdminAuth, Caller};
+use crate::lifecycle::audit::{Actor, Audit, Event};
 use crate::metrics::{self, Protocol};
-use crate::registry::{IndexEntry, LoadSettings, Registry, TensorSpec, VersionHandle};
+use crate::registry::{IndexEntry, LoadReport, LoadSettings, Registry, RollbackPolicy, TensorSpec, VersionHandle};
 use crate::repository;
 use crate::tensor::{DataType, Tensor, element_count};
 
@@ -117,6 +119,23 @@ pub struct ModelMetadata {
     pub parameters: Vec<(String, String)>,
 }
 
+/// A model's routing: versions, default, labels.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Labels {
+    /// Model name.
+    pub model: String,
+    /// Loaded versions.
+    pub versions: Vec<i64>,
+    /// Where requests without a version go.
+    pub default_version: Option<i64>,
+    /// Whether the default is pinned (rollback) rather than the latest.
+    pub pinned: bool,
+    /// Label → version.
+    pub labels: std::collections::BTreeMap<String, i64>,
+    /// Previous defaults, most recent last.
+    pub history: Vec<i64>,
+}
+
 /// Server metadata.
 #[derive(Debug, Clone)]
 pub struct ServerMetadata {
@@ -132,8 +151,8 @@ struct Inner {
     repo: PathBuf,
     control_mode: ControlMode,
     max_tensor_elements: usize,
-    load_settings: LoadSettings,
-    registry: Registry,
+    registry: Arc<Registry>,
+    admin: AdminAuth,
     ready: AtomicBool,
     shutting_down: AtomicBool,
 }
@@ -151,23 +170,46 @@ impl std::fmt::Debug for Service {
 }
 
 impl Service {
-    /// A service over `config`'s repository with nothing loaded yet.
-    pub fn new(config: &Config) -> Service {
+    /// A service over `config`'s repository with nothing loaded yet. Opens the
+    /// audit log and reads the admin tokens (`--admin-token-file`, and the
+    /// `SWITCHYARD_ADMIN_TOKEN` environment variable, read here so that it
+    /// never appears in the logged configuration).
+    pub fn new(config: &Config) -> anyhow::Result<Service> {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        Service {
+        let settings = LoadSettings {
+            default_max_batch_size: config.default_max_batch_size,
+            cores,
+            load_threads: config.model_load_thread_count,
+            synthetic_warmup: config.model_warmup,
+            max_tensor_elements: config.max_tensor_elements,
+            rollback: RollbackPolicy {
+                window: Duration::from_secs_f64(config.auto_rollback_window_secs),
+                max_error_rate: config.auto_rollback_max_error_rate,
+                max_p99: config
+                    .auto_rollback_max_p99_ms
+                    .map(|ms| Duration::from_secs_f64(ms / 1000.0)),
+                min_requests: config.auto_rollback_min_requests,
+            },
+        };
+        let audit =
+            Audit::open(config.audit_log.as_deref()).map_err(|e| anyhow::anyhow!("cannot open the audit log: {e}"))?;
+        let env_token = std::env::var("SWITCHYARD_ADMIN_TOKEN").ok();
+        let admin = AdminAuth::new(
+            config.admin_token_file.as_deref(),
+            env_token.as_deref(),
+            config.admin_http_port.is_some(),
+        )?;
+        Ok(Service {
             inner: Arc::new(Inner {
                 repo: config.model_repository.clone(),
                 control_mode: config.model_control_mode,
                 max_tensor_elements: config.max_tensor_elements,
-                load_settings: LoadSettings {
-                    default_max_batch_size: config.default_max_batch_size,
-                    cores,
-                },
-                registry: Registry::default(),
+                registry: Registry::new(settings, audit),
+                admin,
                 ready: AtomicBool::new(false),
                 shutting_down: AtomicBool::new(false),
             }),
-        }
+        })
     }
 
     /// The routing table (for the control plane).
@@ -217,12 +259,8 @@ impl Service {
     /// Inputs, outputs and versions of a model.
     pub fn model_metadata(&self, model: &str, version: Option<&str>) -> Result<ModelMetadata> {
         let handle = self.inner.registry.resolve(model, version)?;
-        let versions = self
-            .inner
-            .registry
-            .get(model)
-            .map(|e| e.versions.keys().map(|v| v.to_string()).collect())
-            .unwrap_or_default();
+        let entry = self.inner.registry.get(model).unwrap_or_default();
+        let versions = entry.versions.keys().map(|v| v.to_string()).collect();
         let meta = |specs: &[TensorSpec]| -> Vec<TensorMeta> {
             specs
                 .iter()
@@ -249,10 +287,15 @@ impl Service {
             platform: handle.config.platform.clone(),
             inputs: meta(&handle.inputs),
             outputs: meta(&handle.outputs),
-            parameters: vec![
-                ("execution_provider".into(), provider),
-                ("model_sha256".into(), handle.digest.clone()),
-            ],
+            parameters: {
+                let mut p = vec![("execution_provider".into(), provider)];
+                p.extend(handle.provenance());
+                if let Some(d) = entry.default_version() {
+                    p.push(("default_version".into(), d.to_string()));
+                }
+                p.extend(entry.labels.iter().map(|(l, v)| (format!("label.{l}"), v.to_string())));
+                p
+            },
         })
     }
 
@@ -268,13 +311,13 @@ impl Service {
             return Ok(snapshot
                 .values()
                 .flat_map(|e| e.versions.values())
-                .map(|h| h.stats.to_proto(&h.model, &h.version_label))
+                .map(|h| version_statistics(h))
                 .collect());
         }
         match version.filter(|v| !v.is_empty()) {
             Some(_) => {
                 let h = self.inner.registry.resolve(model, version)?;
-                Ok(vec![h.stats.to_proto(&h.model, &h.version_label)])
+                Ok(vec![version_statistics(&h)])
             }
             None => {
                 let entry = self
@@ -282,11 +325,7 @@ impl Service {
                     .registry
                     .get(model)
                     .ok_or_else(|| Error::not_found(format!("unknown model '{model}'")))?;
-                Ok(entry
-                    .versions
-                    .values()
-                    .map(|h| h.stats.to_proto(&h.model, &h.version_label))
-                    .collect())
+                Ok(entry.versions.values().map(|h| version_statistics(h)).collect())
             }
         }
     }
@@ -296,8 +335,9 @@ impl Service {
         self.inner.registry.index(&self.inner.repo, ready_only)
     }
 
-    /// Loads or reloads a model (explicit mode only), optionally with a JSON config override.
-    pub async fn load_model(&self, model: &str, config_json: Option<&str>) -> Result<()> {
+    /// Loads or reloads a model (explicit mode only, admin), optionally with a JSON config override.
+    pub async fn load_model(&self, model: &str, config_json: Option<&str>, caller: &Caller) -> Result<()> {
+        let actor = self.authorize(caller, "load", model)?;
         self.require_explicit()?;
         repository::validate_model_name(model)?;
         let override_config = config_json
@@ -306,21 +346,94 @@ impl Service {
                     .map_err(|e| Error::invalid(format!("model '{model}': invalid 'config' parameter: {e}")))
             })
             .transpose()?;
-        self.load_now(model, override_config).await
+        self.load_now(model, override_config, &actor).await.map(|_| ())
     }
 
     /// Loads a model whatever the control mode (start-up and polling).
-    pub async fn load_now(&self, model: &str, override_config: Option<ModelConfig>) -> Result<()> {
+    pub async fn load_now(
+        &self,
+        model: &str,
+        override_config: Option<ModelConfig>,
+        actor: &Actor,
+    ) -> Result<LoadReport> {
         self.inner
             .registry
-            .load(&self.inner.repo, model, override_config, &self.inner.load_settings)
+            .load(&self.inner.repo, model, override_config, actor)
             .await
     }
 
-    /// Unloads a model (explicit mode only).
-    pub async fn unload_model(&self, model: &str) -> Result<()> {
+    /// Unloads a model (explicit mode only, admin).
+    pub async fn unload_model(&self, model: &str, caller: &Caller) -> Result<()> {
+        let actor = self.authorize(caller, "unload", model)?;
         self.require_explicit()?;
-        self.inner.registry.unload(model).await
+        self.inner.registry.unload(model, &actor).await
+    }
+
+    /// Labels, default route and versions of a model.
+    pub fn labels(&self, model: &str) -> Result<Labels> {
+        let entry = self
+            .inner
+            .registry
+            .get(model)
+            .ok_or_else(|| Error::not_found(format!("unknown model '{model}'")))?;
+        Ok(Labels {
+            model: model.to_string(),
+            versions: entry.versions.keys().copied().collect(),
+            default_version: entry.default_version(),
+            pinned: entry.pin.is_some(),
+            labels: entry.labels.clone(),
+            history: entry.history.clone(),
+        })
+    }
+
+    /// Points a label at a loaded version (admin).
+    pub async fn set_label(&self, model: &str, label: &str, version: &str, caller: &Caller) -> Result<()> {
+        let actor = self.authorize(caller, "label", model)?;
+        let v = parse_version(version)?;
+        self.inner.registry.set_label(model, label, v, &actor).await
+    }
+
+    /// Removes a label (admin).
+    pub async fn delete_label(&self, model: &str, label: &str, caller: &Caller) -> Result<()> {
+        let actor = self.authorize(caller, "label", model)?;
+        self.inner.registry.delete_label(model, label, &actor).await
+    }
+
+    /// Pins the default route to a version, or `latest` to follow the newest again (admin).
+    pub async fn set_default(&self, model: &str, version: &str, caller: &Caller) -> Result<()> {
+        let actor = self.authorize(caller, "promote", model)?;
+        let v = if version == "latest" {
+            None
+        } else {
+            Some(parse_version(version)?)
+        };
+        self.inner.registry.set_default(model, v, &actor).await
+    }
+
+    /// Points the default route (or a label) back to a previous version (admin);
+    /// returns the version now served.
+    pub async fn rollback(&self, model: &str, label: Option<&str>, to: Option<&str>, caller: &Caller) -> Result<i64> {
+        let actor = self.authorize(caller, "rollback", model)?;
+        let to = to.map(parse_version).transpose()?;
+        self.inner.registry.rollback(model, label, to, &actor, "").await
+    }
+
+    fn authorize(&self, caller: &Caller, action: &str, model: &str) -> Result<Actor> {
+        let (actor, verdict) = self.inner.admin.authorize(caller);
+        if let Err(e) = &verdict {
+            self.inner.registry.audit().record(
+                &actor,
+                Event {
+                    action: "denied",
+                    model,
+                    version: None,
+                    digest: None,
+                    ok: false,
+                    reason: &format!("{action}: {}", e.message),
+                },
+            );
+        }
+        verdict.map(|()| actor)
     }
 
     fn require_explicit(&self) -> Result<()> {
@@ -346,6 +459,7 @@ impl Service {
         let received = request.received;
         let result = self.run(&handle, request).await;
         let elapsed = received.elapsed();
+        handle.health.record(elapsed, result.as_ref().err().map(|e| e.kind));
         match &result {
             Ok(_) => {
                 handle.stats.success.record(elapsed);
@@ -360,12 +474,13 @@ impl Service {
     }
 
     async fn run(&self, handle: &Arc<VersionHandle>, request: InferRequest) -> Result<InferResponse> {
-        let (job, rx) = self.prepare(
+        let (job, rx) = prepare_job(
             handle,
             request.inputs,
             request.outputs,
             &request.parameters,
             request.received,
+            self.inner.max_tensor_elements,
         )?;
         handle.queue.submit(job)?;
         let output = rx
@@ -379,136 +494,150 @@ impl Service {
             timings: output.timings,
         })
     }
+}
 
-    /// Checks the request against the model and builds its queue entry.
-    fn prepare(
-        &self,
-        handle: &VersionHandle,
-        mut inputs: Vec<Tensor>,
-        outputs: Vec<String>,
-        parameters: &[(String, Param)],
-        received: Instant,
-    ) -> Result<(Job, oneshot::Receiver<Result<crate::batching::JobOutput>>)> {
-        let model = &handle.model;
-        for t in &inputs {
-            if !handle.inputs.iter().any(|s| s.name == t.name) {
-                return Err(Error::invalid(format!(
-                    "unexpected inference input '{}' for model '{model}'",
-                    t.name
-                )));
-            }
+fn parse_version(v: &str) -> Result<i64> {
+    v.parse::<i64>()
+        .ok()
+        .filter(|&n| n > 0)
+        .ok_or_else(|| Error::invalid(format!("'{}' is not a version number", v.escape_debug())))
+}
+
+/// Triton's statistics of a version plus its provenance.
+fn version_statistics(h: &VersionHandle) -> ModelStatistics {
+    let mut s = h.stats.to_proto(&h.model, &h.version_label);
+    s.properties = h.provenance().into_iter().collect();
+    s
+}
+
+/// Checks the request against the model and builds its queue entry.
+pub fn prepare_job(
+    handle: &VersionHandle,
+    mut inputs: Vec<Tensor>,
+    outputs: Vec<String>,
+    parameters: &[(String, Param)],
+    received: Instant,
+    max_tensor_elements: usize,
+) -> Result<(Job, oneshot::Receiver<Result<JobOutput>>)> {
+    let model = &handle.model;
+    for t in &inputs {
+        if !handle.inputs.iter().any(|s| s.name == t.name) {
+            return Err(Error::invalid(format!(
+                "unexpected inference input '{}' for model '{model}'",
+                t.name
+            )));
         }
-        let mut ordered = Vec::with_capacity(handle.inputs.len());
-        let mut rows: Option<usize> = None;
-        let mut shape_key = Vec::new();
-        for spec in &handle.inputs {
-            let Some(pos) = inputs.iter().position(|t| t.name == spec.name) else {
-                if spec.optional {
-                    // Requests batch together only when the same optional inputs are present.
-                    shape_key.push(-2);
-                    continue;
-                }
+    }
+    let mut ordered = Vec::with_capacity(handle.inputs.len());
+    let mut rows: Option<usize> = None;
+    let mut shape_key = Vec::new();
+    for spec in &handle.inputs {
+        let Some(pos) = inputs.iter().position(|t| t.name == spec.name) else {
+            if spec.optional {
+                // Requests batch together only when the same optional inputs are present.
+                shape_key.push(-2);
+                continue;
+            }
+            return Err(Error::invalid(format!(
+                "expected {} inputs but got {} inputs for model '{model}': input '{}' is missing",
+                handle.inputs.len(),
+                inputs.len() + ordered.len(),
+                spec.name
+            )));
+        };
+        let tensor = inputs.swap_remove(pos);
+        if inputs.iter().any(|t| t.name == spec.name) {
+            return Err(Error::invalid(format!("input '{}' appears more than once", spec.name)));
+        }
+        let r = check_input(handle, spec, &tensor, max_tensor_elements)?;
+        match rows {
+            None => rows = Some(r),
+            Some(prev) if prev != r => {
                 return Err(Error::invalid(format!(
-                    "expected {} inputs but got {} inputs for model '{model}': input '{}' is missing",
-                    handle.inputs.len(),
-                    inputs.len() + ordered.len(),
+                    "input '{}' has batch size {r} but other inputs have {prev}",
                     spec.name
                 )));
-            };
-            let tensor = inputs.swap_remove(pos);
-            if inputs.iter().any(|t| t.name == spec.name) {
-                return Err(Error::invalid(format!("input '{}' appears more than once", spec.name)));
             }
-            let r = self.check_input(handle, spec, &tensor)?;
-            match rows {
-                None => rows = Some(r),
-                Some(prev) if prev != r => {
-                    return Err(Error::invalid(format!(
-                        "input '{}' has batch size {r} but other inputs have {prev}",
-                        spec.name
-                    )));
-                }
-                _ => {}
-            }
-            let skip = usize::from(handle.max_batch_size > 0);
-            shape_key.extend_from_slice(&tensor.shape[skip..]);
-            ordered.push(tensor);
+            _ => {}
         }
-        for name in &outputs {
-            if !handle.outputs.iter().any(|o| o.name == *name) {
-                return Err(Error::invalid(format!(
-                    "unexpected inference output '{name}' for model '{model}'"
-                )));
-            }
-        }
-        let param = |key: &str| -> Result<Option<u64>> {
-            parameters
-                .iter()
-                .find(|(k, _)| k == key)
-                .map(|(_, v)| {
-                    v.as_u64()
-                        .ok_or_else(|| Error::invalid(format!("parameter '{key}' must be a non-negative integer")))
-                })
-                .transpose()
-        };
-        let timeout = param("timeout")?.filter(|&us| us > 0).map(Duration::from_micros);
-        let priority = param("priority")?.unwrap_or(0);
-        let (tx, rx) = oneshot::channel();
-        let mut job = Job::new(ordered, rows.unwrap_or(1), shape_key, outputs, tx);
-        job.enqueued = received;
-        job.priority = priority;
-        job.timeout = timeout;
-        Ok((job, rx))
+        let skip = usize::from(handle.max_batch_size > 0);
+        shape_key.extend_from_slice(&tensor.shape[skip..]);
+        ordered.push(tensor);
     }
+    for name in &outputs {
+        if !handle.outputs.iter().any(|o| o.name == *name) {
+            return Err(Error::invalid(format!(
+                "unexpected inference output '{name}' for model '{model}'"
+            )));
+        }
+    }
+    let param = |key: &str| -> Result<Option<u64>> {
+        parameters
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| {
+                v.as_u64()
+                    .ok_or_else(|| Error::invalid(format!("parameter '{key}' must be a non-negative integer")))
+            })
+            .transpose()
+    };
+    let timeout = param("timeout")?.filter(|&us| us > 0).map(Duration::from_micros);
+    let priority = param("priority")?.unwrap_or(0);
+    let (tx, rx) = oneshot::channel();
+    let mut job = Job::new(ordered, rows.unwrap_or(1), shape_key, outputs, tx);
+    job.enqueued = received;
+    job.priority = priority;
+    job.timeout = timeout;
+    Ok((job, rx))
+}
 
-    /// Validates one input; returns its batch size (1 without a batch dimension).
-    fn check_input(&self, handle: &VersionHandle, spec: &TensorSpec, t: &Tensor) -> Result<usize> {
-        let name = &spec.name;
-        if t.datatype != spec.datatype {
-            return Err(Error::invalid(format!(
-                "input '{name}': datatype {} does not match the model's {}",
-                t.datatype.as_str(),
-                spec.datatype.as_str()
-            )));
-        }
-        let batching = handle.max_batch_size > 0;
-        let expected_rank = spec.dims.len() + usize::from(batching);
-        let shape_error = || {
-            let want: Vec<i64> = if batching {
-                std::iter::once(-1).chain(spec.dims.iter().copied()).collect()
-            } else {
-                spec.dims.clone()
-            };
-            Error::invalid(format!(
-                "input '{name}': shape {:?} does not match the model's {want:?}",
-                t.shape
-            ))
-        };
-        if t.shape.len() != expected_rank {
-            return Err(shape_error());
-        }
-        let (rows, rest) = if batching {
-            (t.shape[0], &t.shape[1..])
-        } else {
-            (1, &t.shape[..])
-        };
-        if rest.iter().zip(&spec.dims).any(|(&s, &d)| s < 0 || (d != -1 && s != d)) {
-            return Err(shape_error());
-        }
-        if batching && (rows < 1 || rows as usize > handle.max_batch_size) {
-            return Err(Error::invalid(format!(
-                "input '{name}': batch size {rows} is outside 1..={} (max_batch_size of model '{}')",
-                handle.max_batch_size, handle.model
-            )));
-        }
-        let count = element_count(&t.shape, self.inner.max_tensor_elements)?;
-        if t.data_elements() != count || t.datatype.size().is_some_and(|s| t.raw_len() != count * s) {
-            return Err(Error::invalid(format!(
-                "input '{name}': {} elements of data for shape {:?} ({count} elements)",
-                t.data_elements(),
-                t.shape
-            )));
-        }
-        Ok(rows as usize)
+/// Validates one input; returns its batch size (1 without a batch dimension).
+fn check_input(handle: &VersionHandle, spec: &TensorSpec, t: &Tensor, max_tensor_elements: usize) -> Result<usize> {
+    let name = &spec.name;
+    if t.datatype != spec.datatype {
+        return Err(Error::invalid(format!(
+            "input '{name}': datatype {} does not match the model's {}",
+            t.datatype.as_str(),
+            spec.datatype.as_str()
+        )));
     }
+    let batching = handle.max_batch_size > 0;
+    let expected_rank = spec.dims.len() + usize::from(batching);
+    let shape_error = || {
+        let want: Vec<i64> = if batching {
+            std::iter::once(-1).chain(spec.dims.iter().copied()).collect()
+        } else {
+            spec.dims.clone()
+        };
+        Error::invalid(format!(
+            "input '{name}': shape {:?} does not match the model's {want:?}",
+            t.shape
+        ))
+    };
+    if t.shape.len() != expected_rank {
+        return Err(shape_error());
+    }
+    let (rows, rest) = if batching {
+        (t.shape[0], &t.shape[1..])
+    } else {
+        (1, &t.shape[..])
+    };
+    if rest.iter().zip(&spec.dims).any(|(&s, &d)| s < 0 || (d != -1 && s != d)) {
+        return Err(shape_error());
+    }
+    if batching && (rows < 1 || rows as usize > handle.max_batch_size) {
+        return Err(Error::invalid(format!(
+            "input '{name}': batch size {rows} is outside 1..={} (max_batch_size of model '{}')",
+            handle.max_batch_size, handle.model
+        )));
+    }
+    let count = element_count(&t.shape, max_tensor_elements)?;
+    if t.data_elements() != count || t.datatype.size().is_some_and(|s| t.raw_len() != count * s) {
+        return Err(Error::invalid(format!(
+            "input '{name}': {} elements of data for shape {:?} ({count} elements)",
+            t.data_elements(),
+            t.shape
+        )));
+    }
+    Ok(rows as usize)
 }

@@ -4,7 +4,7 @@
 //! per-batch-size table, touched once per batch.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
@@ -97,6 +97,9 @@ pub struct VersionStats {
     /// Requests dropped because their deadline passed in the queue.
     pub timed_out: Count,
     last_inference_ms: AtomicU64,
+    /// Set while the version warms up and runs its golden set before it is
+    /// published: those runs are not traffic and are not counted.
+    quiet: AtomicBool,
     batches: Mutex<BTreeMap<u64, BatchRow>>,
     prom: crate::metrics::ExecutionMetrics,
 }
@@ -111,7 +114,19 @@ impl VersionStats {
     }
 
     /// Records one batch run.
+    /// Stops (`true`) or resumes counting (warm-up and validation runs are not counted).
+    pub fn set_quiet(&self, quiet: bool) {
+        self.quiet.store(quiet, Ordering::Relaxed);
+    }
+
+    fn counting(&self) -> bool {
+        !self.quiet.load(Ordering::Relaxed)
+    }
+
     pub fn record_execution(&self, rows: usize, input: Duration, infer: Duration, output: Duration) {
+        if !self.counting() {
+            return;
+        }
         self.execution_count.inc();
         self.inference_count.add(rows as u64);
         self.prom.executions.increment(1);
@@ -132,6 +147,9 @@ impl VersionStats {
 
     /// Counts a request that was not computed.
     pub fn record_dropped(&self, why: Dropped) {
+        if !self.counting() {
+            return;
+        }
         let (count, metric) = match why {
             Dropped::QueueFull => (&self.rejected, &self.prom.queue_full),
             Dropped::Cancelled => (&self.cancelled, &self.prom.cancelled),
@@ -148,6 +166,9 @@ impl VersionStats {
 
     /// Records where one request's time went.
     pub fn record_phases(&self, t: &Timings) {
+        if !self.counting() {
+            return;
+        }
         self.queue.record(t.queue);
         self.prom.queue.record(t.queue.as_secs_f64());
         self.compute_input.record(t.compute_input);

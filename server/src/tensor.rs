@@ -170,6 +170,53 @@ impl Tensor {
         }
     }
 
+    /// The elements as `f64` (numeric types; BOOL as 0/1), for comparisons and
+    /// statistics off the hot path. `None` for BYTES or a malformed buffer.
+    pub fn values_f64(&self) -> Option<Vec<f64>> {
+        let TensorData::Fixed(b) = &self.data else {
+            return None;
+        };
+        let size = self.datatype.size()?;
+        if b.len() % size != 0 {
+            return None;
+        }
+        let conv = |c: &[u8]| -> f64 {
+            match self.datatype {
+                DataType::Bool => f64::from(u8::from(c[0] != 0)),
+                DataType::Uint8 => f64::from(c[0]),
+                DataType::Int8 => f64::from(c[0] as i8),
+                DataType::Uint16 => f64::from(u16::from_le_bytes([c[0], c[1]])),
+                DataType::Int16 => f64::from(i16::from_le_bytes([c[0], c[1]])),
+                DataType::Uint32 => f64::from(u32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+                DataType::Int32 => f64::from(i32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+                DataType::Fp32 => f64::from(f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+                DataType::Uint64 => u64::from_le_bytes(c.try_into().unwrap_or_default()) as f64,
+                DataType::Int64 => i64::from_le_bytes(c.try_into().unwrap_or_default()) as f64,
+                DataType::Fp64 => f64::from_le_bytes(c.try_into().unwrap_or_default()),
+                DataType::Fp16 => half::f16::from_le_bytes([c[0], c[1]]).to_f64(),
+                DataType::Bf16 => half::bf16::from_le_bytes([c[0], c[1]]).to_f64(),
+                DataType::Bytes => f64::NAN,
+            }
+        };
+        Some(b.chunks_exact(size).map(conv).collect())
+    }
+
+    /// A tensor of `shape` filled with zeros (BYTES: empty strings). The caller
+    /// bounds the element count.
+    pub fn zeros(name: &str, datatype: DataType, shape: Vec<i64>) -> Tensor {
+        let count: usize = shape.iter().map(|&d| d.max(0) as usize).product();
+        let data = match datatype.size() {
+            Some(size) => TensorData::Fixed(Bytes::from(vec![0u8; count * size])),
+            None => TensorData::Bytes(vec![Bytes::new(); count]),
+        };
+        Tensor {
+            name: name.to_string(),
+            datatype,
+            shape,
+            data,
+        }
+    }
+
     /// The raw form: fixed types as they are, BYTES length-prefixed.
     pub fn to_raw(&self) -> Bytes {
         match &self.data {

@@ -13,6 +13,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status, Streaming};
 
 use crate::error::{Error, Result};
+use crate::lifecycle::admin::Caller;
 use crate::metrics::Protocol;
 use crate::service::{InferRequest, InferResponse, Param, Service};
 use crate::tensor::{DataType, Tensor, TensorData, decode_bytes_elements, element_count};
@@ -309,6 +310,7 @@ impl GrpcInferenceService for GrpcService {
             platform: m.platform,
             inputs: tensor_meta(m.inputs),
             outputs: tensor_meta(m.outputs),
+            properties: m.parameters.into_iter().collect(),
         }))
     }
 
@@ -394,6 +396,7 @@ impl GrpcInferenceService for GrpcService {
         req: Request<pb::RepositoryModelLoadRequest>,
     ) -> GrpcResult<pb::RepositoryModelLoadResponse> {
         use pb::model_repository_parameter::ParameterChoice as C;
+        let caller = caller(&req);
         let r = req.into_inner();
         if r.parameters.keys().any(|k| k.starts_with("file:")) {
             return Err(Error::unsupported(
@@ -406,7 +409,9 @@ impl GrpcInferenceService for GrpcService {
             Some(C::StringParam(s)) => Some(s.clone()),
             Some(_) => return Err(Status::invalid_argument("parameter 'config' must be a string")),
         };
-        self.service.load_model(&r.model_name, config.as_deref()).await?;
+        self.service
+            .load_model(&r.model_name, config.as_deref(), &caller)
+            .await?;
         Ok(Response::new(pb::RepositoryModelLoadResponse {}))
     }
 
@@ -414,7 +419,8 @@ impl GrpcInferenceService for GrpcService {
         &self,
         req: Request<pb::RepositoryModelUnloadRequest>,
     ) -> GrpcResult<pb::RepositoryModelUnloadResponse> {
-        self.service.unload_model(&req.into_inner().model_name).await?;
+        let caller = caller(&req);
+        self.service.unload_model(&req.into_inner().model_name, &caller).await?;
         Ok(Response::new(pb::RepositoryModelUnloadResponse {}))
     }
 
@@ -466,5 +472,19 @@ impl GrpcInferenceService for GrpcService {
 
     async fn log_settings(&self, _: Request<pb::LogSettingsRequest>) -> GrpcResult<pb::LogSettingsResponse> {
         Ok(Response::new(pb::LogSettingsResponse::default()))
+    }
+}
+
+/// Who is calling an admin RPC: peer address and `authorization` metadata.
+/// The gRPC port is never the admin listener.
+fn caller<T>(req: &Request<T>) -> Caller {
+    Caller {
+        peer: req.remote_addr().map(|a| a.to_string()),
+        authorization: req
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
+        admin_listener: false,
     }
 }

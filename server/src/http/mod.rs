@@ -6,15 +6,19 @@ pub mod codec;
 use std::time::Instant;
 
 use axum::body::Body;
-use axum::extract::{Path, Request, State};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, FromRequestParts, Path, Request, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::error::Error;
+use crate::lifecycle::admin::Caller;
 use crate::repository::config::{config_to_json, message_to_json};
 use crate::service::{ModelMetadata, Service, TensorMeta};
 use switchyard_proto::inference::ModelStatisticsResponse;
@@ -26,6 +30,30 @@ pub const HEADER_LEN: &str = "inference-header-content-length";
 struct AppState {
     service: Service,
     max_body: usize,
+    /// This router serves the admin listener.
+    admin: bool,
+}
+
+/// Who is calling an admin endpoint: peer address, `Authorization`, listener.
+struct AdminCaller(Caller);
+
+impl FromRequestParts<AppState> for AdminCaller {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        Ok(AdminCaller(Caller {
+            peer: parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0.to_string()),
+            authorization: parts
+                .headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string),
+            admin_listener: state.admin,
+        }))
+    }
 }
 
 impl IntoResponse for Error {
@@ -37,9 +65,15 @@ impl IntoResponse for Error {
 
 type HttpResult<T> = Result<T, Error>;
 
-/// The HTTP router over `service`.
-pub fn router(service: Service, max_body: usize) -> Router {
-    let state = AppState { service, max_body };
+/// The HTTP router over `service` (`admin`: the router of the admin listener).
+/// Serve it with `into_make_service_with_connect_info::<SocketAddr>()` so the
+/// audit trail names the peer.
+pub fn router(service: Service, max_body: usize, admin: bool) -> Router {
+    let state = AppState {
+        service,
+        max_body,
+        admin,
+    };
     Router::new()
         .route("/v2", get(server_metadata))
         .route("/v2/health/live", get(live))
@@ -58,6 +92,10 @@ pub fn router(service: Service, max_body: usize) -> Router {
         .route("/v2/repository/index", post(repository_index))
         .route("/v2/repository/models/{model}/load", post(load))
         .route("/v2/repository/models/{model}/unload", post(unload))
+        .route("/v2/models/{model}/labels", get(labels))
+        .route("/v2/models/{model}/labels/{label}", put(set_label).delete(delete_label))
+        .route("/v2/models/{model}/default", put(set_default))
+        .route("/v2/models/{model}/rollback", post(rollback))
         .fallback(|| async { Error::not_found("no such endpoint") })
         .with_state(state)
 }
@@ -98,7 +136,8 @@ fn metadata_json(m: ModelMetadata) -> Json<Value> {
         "platform": m.platform,
         "inputs": tensors(m.inputs),
         "outputs": tensors(m.outputs),
-        "parameters": params,
+        "parameters": params.clone(),
+        "properties": params,
     }))
 }
 
@@ -199,6 +238,7 @@ struct LoadRequest {
 async fn load(
     State(s): State<AppState>,
     Path(model): Path<String>,
+    AdminCaller(caller): AdminCaller,
     body: axum::body::Bytes,
 ) -> HttpResult<Json<Value>> {
     let req: LoadRequest = if body.is_empty() {
@@ -216,13 +256,106 @@ async fn load(
         Some(Value::String(c)) => Some(c.clone()),
         Some(_) => return Err(Error::invalid("parameter 'config' must be a JSON string")),
     };
-    s.service.load_model(&model, config.as_deref()).await?;
+    s.service.load_model(&model, config.as_deref(), &caller).await?;
     Ok(Json(json!({})))
 }
 
-async fn unload(State(s): State<AppState>, Path(model): Path<String>) -> HttpResult<Json<Value>> {
-    s.service.unload_model(&model).await?;
+async fn unload(
+    State(s): State<AppState>,
+    Path(model): Path<String>,
+    AdminCaller(caller): AdminCaller,
+) -> HttpResult<Json<Value>> {
+    s.service.unload_model(&model, &caller).await?;
     Ok(Json(json!({})))
+}
+
+async fn labels(State(s): State<AppState>, Path(model): Path<String>) -> HttpResult<Json<Value>> {
+    let l = s.service.labels(&model)?;
+    Ok(Json(
+        serde_json::to_value(l).map_err(|e| Error::internal(e.to_string()))?,
+    ))
+}
+
+/// `{"version": "2"}` (a number is accepted too).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VersionBody {
+    version: Value,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RollbackBody {
+    #[serde(default)]
+    label: Option<String>,
+    #[serde(default)]
+    version: Option<Value>,
+}
+
+fn version_string(v: &Value) -> HttpResult<String> {
+    match v {
+        Value::String(s) => Ok(s.clone()),
+        Value::Number(n) => Ok(n.to_string()),
+        _ => Err(Error::invalid("'version' must be a string or a number")),
+    }
+}
+
+fn json_body<T: serde::de::DeserializeOwned + Default>(body: &[u8], empty_ok: bool) -> HttpResult<T> {
+    if body.iter().all(u8::is_ascii_whitespace) && empty_ok {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body).map_err(|e| Error::invalid(format!("malformed request body: {e}")))
+}
+
+async fn set_label(
+    State(s): State<AppState>,
+    Path((model, label)): Path<(String, String)>,
+    AdminCaller(caller): AdminCaller,
+    body: axum::body::Bytes,
+) -> HttpResult<Json<Value>> {
+    let b: VersionBody =
+        serde_json::from_slice(&body).map_err(|e| Error::invalid(format!("malformed request body: {e}")))?;
+    s.service
+        .set_label(&model, &label, &version_string(&b.version)?, &caller)
+        .await?;
+    labels(State(s), Path(model)).await
+}
+
+async fn delete_label(
+    State(s): State<AppState>,
+    Path((model, label)): Path<(String, String)>,
+    AdminCaller(caller): AdminCaller,
+) -> HttpResult<Json<Value>> {
+    s.service.delete_label(&model, &label, &caller).await?;
+    labels(State(s), Path(model)).await
+}
+
+async fn set_default(
+    State(s): State<AppState>,
+    Path(model): Path<String>,
+    AdminCaller(caller): AdminCaller,
+    body: axum::body::Bytes,
+) -> HttpResult<Json<Value>> {
+    let b: VersionBody =
+        serde_json::from_slice(&body).map_err(|e| Error::invalid(format!("malformed request body: {e}")))?;
+    s.service
+        .set_default(&model, &version_string(&b.version)?, &caller)
+        .await?;
+    labels(State(s), Path(model)).await
+}
+
+async fn rollback(
+    State(s): State<AppState>,
+    Path(model): Path<String>,
+    AdminCaller(caller): AdminCaller,
+    body: axum::body::Bytes,
+) -> HttpResult<Json<Value>> {
+    let b: RollbackBody = json_body(&body, true)?;
+    let to = b.version.as_ref().map(version_string).transpose()?;
+    s.service
+        .rollback(&model, b.label.as_deref(), to.as_deref(), &caller)
+        .await?;
+    labels(State(s), Path(model)).await
 }
 
 async fn infer(State(s): State<AppState>, Path(model): Path<String>, req: Request) -> HttpResult<Response> {

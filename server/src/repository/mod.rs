@@ -113,6 +113,8 @@ pub fn read_model(repo: &Path, name: &str, override_config: Option<ModelConfig>)
             file = file.join(DEFAULT_MODEL_FILENAME);
         }
         fingerprint.push_str(&format!("{v}:{};", stamp(&file)));
+        // A changed golden set is a changed version: it is checked again.
+        stamp_tree(&dir.join(v.to_string()).join("validation"), 2, &mut fingerprint);
         versions.push((v, file));
     }
     Ok(ModelSource {
@@ -140,6 +142,24 @@ pub fn select_versions(config: &ModelConfig, available: &[i64]) -> Vec<i64> {
             available[available.len() - n..].to_vec()
         }
         None => available.last().map(|v| vec![*v]).unwrap_or_default(),
+    }
+}
+
+/// Appends the stamps of the files under `dir` (down to `depth` levels), sorted.
+fn stamp_tree(dir: &Path, depth: usize, out: &mut String) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok()).map(|e| e.path()).collect();
+    paths.sort();
+    for p in paths {
+        if p.is_dir() {
+            if depth > 1 {
+                stamp_tree(&p, depth - 1, out);
+            }
+        } else {
+            out.push_str(&format!("{}:{};", p.display(), stamp(&p)));
+        }
     }
 }
 

@@ -1,0 +1,201 @@
+//! The load pipeline of one model version: read and hash the file, build
+//! sessions and executors, then (async) warm up and check the golden set.
+//! Nothing here touches the routing table; `Registry::load` publishes.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use sha2::{Digest, Sha256};
+use switchyard_proto::inference::{
+    ModelConfig, ModelDynamicBatching, ModelParameter, ModelQueuePolicy, model_config, model_queue_policy,
+};
+
+use super::{DEFAULT_QUEUE_CAPACITY, LoadSettings, MAX_PRIORITY_LEVELS, TensorSpec, VersionHandle};
+use crate::batching::{BatchPolicy, BatchQueue, LevelPolicy, QueuePolicy};
+use crate::lifecycle::window::HealthWindow;
+use crate::metrics::VersionMetrics;
+use crate::model::{Device, onnx};
+use crate::repository::{ModelSource, config};
+use crate::stats::VersionStats;
+use crate::tensor::DataType;
+
+/// The model file's bytes and SHA-256 (blocking).
+pub(super) fn read_file(name: &str, version: i64, file: &Path) -> Result<(Vec<u8>, String), String> {
+    let bytes = std::fs::read(file)
+        .map_err(|e| format!("model '{name}' version {version}: cannot read {}: {e}", file.display()))?;
+    let digest = hex(&Sha256::digest(&bytes));
+    Ok((bytes, digest))
+}
+
+/// Builds a version's sessions and executors (blocking); not yet warmed up or published.
+pub(super) fn load_version(
+    source: &ModelSource,
+    version: i64,
+    bytes: &[u8],
+    digest: String,
+    settings: &LoadSettings,
+) -> Result<VersionHandle, String> {
+    let name = &source.name;
+    let at = |msg: String| format!("model '{name}' version {version}: {msg}");
+    let mut config = source.config.clone();
+    let session_settings = config::session_settings(&config, settings.cores).map_err(at)?;
+    let instances = config::instance_count(&config);
+    let loaded = onnx::load(bytes, &session_settings, instances).map_err(&at)?;
+    config::complete(
+        &mut config,
+        &loaded.signature,
+        name,
+        version,
+        settings.default_max_batch_size,
+    )?;
+    record_device(&mut config, loaded.device, loaded.device_note.as_deref());
+    config.parameters.insert(
+        "model_sha256".into(),
+        ModelParameter {
+            string_value: digest.clone(),
+        },
+    );
+    let (inputs, outputs) = tensor_specs(&config).map_err(at)?;
+    let max_batch_size = config.max_batch_size.max(0) as usize;
+    let dynamic = match &config.scheduling_choice {
+        Some(model_config::SchedulingChoice::DynamicBatching(d)) => Some(d),
+        _ => None,
+    };
+    let queue_policy = queue_policy(dynamic);
+    let mut preferred: Vec<usize> = dynamic
+        .map(|d| {
+            d.preferred_batch_size
+                .iter()
+                .filter(|&&n| n > 0)
+                .map(|&n| n as usize)
+                .collect()
+        })
+        .unwrap_or_default();
+    preferred.sort_unstable();
+    let policy = BatchPolicy {
+        max_batch_size,
+        dynamic: dynamic.is_some() && max_batch_size > 0,
+        preferred,
+        max_queue_delay: Duration::from_micros(dynamic.map_or(0, |d| d.max_queue_delay_microseconds)),
+    };
+    let version_label = version.to_string();
+    let stats = Arc::new(VersionStats::with_metrics(name, &version_label));
+    // Warm-up and golden-set runs are not traffic: counting starts at publication.
+    stats.set_quiet(true);
+    let queue = BatchQueue::new(policy, queue_policy, stats.clone());
+    queue
+        .spawn_executors(&format!("{name}-{version}"), loaded.executors)
+        .map_err(|e| at(format!("cannot start executor threads: {e}")))?;
+    let config_digest = hex(&Sha256::digest(config::config_to_json(&config).to_string().as_bytes()));
+    Ok(VersionHandle {
+        model: name.clone(),
+        version,
+        instances,
+        source_config: source.config.clone(),
+        config_digest,
+        health: HealthWindow::default(),
+        loaded_at: SystemTime::now(),
+        metrics: VersionMetrics::new(name, &version_label),
+        version_label,
+        config,
+        inputs,
+        outputs,
+        max_batch_size,
+        queue,
+        stats,
+        device: loaded.device,
+        digest,
+    })
+}
+
+/// Triton's queue policies: a default one, optionally per priority level.
+pub(super) fn queue_policy(dynamic: Option<&ModelDynamicBatching>) -> QueuePolicy {
+    let Some(d) = dynamic else {
+        return QueuePolicy::single(DEFAULT_QUEUE_CAPACITY);
+    };
+    let level = |p: Option<&ModelQueuePolicy>| LevelPolicy {
+        capacity: p
+            .map(|q| q.max_queue_size as usize)
+            .filter(|&n| n > 0)
+            .unwrap_or(DEFAULT_QUEUE_CAPACITY),
+        default_timeout: p
+            .map(|q| q.default_timeout_microseconds)
+            .filter(|&us| us > 0)
+            .map(Duration::from_micros),
+        allow_timeout_override: p.is_none_or(|q| q.allow_timeout_override),
+        delay_on_timeout: p.is_some_and(|q| q.timeout_action == model_queue_policy::TimeoutAction::Delay as i32),
+    };
+    // Levels beyond a small number are refused at config check; clamp defensively here.
+    let count = (d.priority_levels as usize).clamp(1, MAX_PRIORITY_LEVELS);
+    let levels = (1..=count as u64)
+        .map(|l| level(d.priority_queue_policy.get(&l).or(d.default_queue_policy.as_ref())))
+        .collect();
+    let default_level = match d.default_priority_level as usize {
+        l if l >= 1 && l <= count => l - 1,
+        _ => count / 2,
+    };
+    QueuePolicy {
+        levels,
+        default_level,
+        preserve_ordering: d.preserve_ordering,
+    }
+}
+
+/// Reports where the sessions run in the effective config, so clients of the
+/// config API (and perf_analyzer) see it.
+fn record_device(config: &mut ModelConfig, device: Device, note: Option<&str>) {
+    use switchyard_proto::inference::model_instance_group::Kind;
+    for group in &mut config.instance_group {
+        group.kind = match device {
+            Device::Cpu => Kind::Cpu as i32,
+            Device::Cuda(id) => {
+                group.gpus = vec![id];
+                Kind::Gpu as i32
+            }
+        };
+    }
+    config.parameters.insert(
+        "execution_provider".into(),
+        ModelParameter {
+            string_value: match note {
+                Some(n) => format!("{device} ({n})"),
+                None => device.to_string(),
+            },
+        },
+    );
+}
+
+fn tensor_specs(config: &ModelConfig) -> Result<(Vec<TensorSpec>, Vec<TensorSpec>), String> {
+    let dt =
+        |v: i32, name: &str| DataType::from_config_enum(v).ok_or_else(|| format!("tensor '{name}' has no datatype"));
+    let inputs = config
+        .input
+        .iter()
+        .map(|i| {
+            Ok(TensorSpec {
+                name: i.name.clone(),
+                datatype: dt(i.data_type, &i.name)?,
+                dims: i.dims.clone(),
+                optional: i.optional,
+            })
+        })
+        .collect::<Result<_, String>>()?;
+    let outputs = config
+        .output
+        .iter()
+        .map(|o| {
+            Ok(TensorSpec {
+                name: o.name.clone(),
+                datatype: dt(o.data_type, &o.name)?,
+                dims: o.dims.clone(),
+                optional: false,
+            })
+        })
+        .collect::<Result<_, String>>()?;
+    Ok((inputs, outputs))
+}
+
+pub(super) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

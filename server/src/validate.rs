@@ -1,0 +1,136 @@
+//! `switchyard validate`: the gate a server applies before a version takes
+//! traffic, run offline so a CI/CD pipeline can stop a bad model repository
+//! before it reaches a server. For every model (or those named): the config
+//! parses, every selected version loads in ONNX Runtime, config and model
+//! agree, warm-up runs, and the golden set and latency budget pass. Prints a
+//! report; exits non-zero when anything fails.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+use crate::lifecycle::audit::{Actor, Audit};
+use crate::registry::{LoadSettings, Registry};
+use crate::repository;
+
+/// Checks a model repository offline.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "switchyard validate")]
+pub struct ValidateArgs {
+    /// Model repository in Triton's layout.
+    #[arg(long, env = "SWITCHYARD_MODEL_REPOSITORY")]
+    pub model_repository: PathBuf,
+    /// Only these models (repeatable; default: every model directory).
+    #[arg(long = "model")]
+    pub models: Vec<String>,
+    /// ONNX Runtime shared library (same lookup as the server).
+    #[arg(long, env = "SWITCHYARD_ORT_LIBRARY")]
+    pub ort_library: Option<PathBuf>,
+    /// max_batch_size given to config-less batchable models.
+    #[arg(long, env = "SWITCHYARD_DEFAULT_MAX_BATCH_SIZE", default_value_t = 4)]
+    pub default_max_batch_size: u32,
+    /// Synthetic warm-up for models without `model_warmup`.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub model_warmup: bool,
+}
+
+/// One model's outcome.
+#[derive(Debug, Clone)]
+pub struct ModelReport {
+    /// Model name.
+    pub model: String,
+    /// Lines for passing versions.
+    pub passed: Vec<String>,
+    /// Problems.
+    pub failures: Vec<String>,
+}
+
+/// Runs the checks; the report per model.
+pub async fn check(args: &ValidateArgs) -> anyhow::Result<Vec<ModelReport>> {
+    crate::model::onnx::init_runtime(args.ort_library.as_deref()).map_err(anyhow::Error::msg)?;
+    anyhow::ensure!(
+        args.model_repository.is_dir(),
+        "model repository {} is not a directory",
+        args.model_repository.display()
+    );
+    let names = if args.models.is_empty() {
+        repository::list_models(&args.model_repository).map_err(|e| anyhow::anyhow!("{e}"))?
+    } else {
+        args.models.clone()
+    };
+    anyhow::ensure!(
+        !names.is_empty(),
+        "no model directories in {}",
+        args.model_repository.display()
+    );
+    let settings = LoadSettings {
+        default_max_batch_size: args.default_max_batch_size,
+        synthetic_warmup: args.model_warmup,
+        ..LoadSettings::default()
+    };
+    let actor = Actor::internal("validate");
+    let mut reports = Vec::new();
+    for name in names {
+        // A fresh table per model: nothing is kept between models.
+        let registry = Registry::new(settings.clone(), Audit::default());
+        let mut report = ModelReport {
+            model: name.clone(),
+            passed: Vec::new(),
+            failures: Vec::new(),
+        };
+        if let Err(e) = repository::validate_model_name(&name) {
+            report.failures.push(e.message);
+            reports.push(report);
+            continue;
+        }
+        match registry.load(&args.model_repository, &name, None, &actor).await {
+            Ok(r) => {
+                report.passed = r.loaded.iter().map(|(v, d)| format!("version {v}: {d}")).collect();
+            }
+            Err(e) => report.failures.push(e.message),
+        }
+        reports.push(report);
+    }
+    Ok(reports)
+}
+
+/// Runs `switchyard validate` with `argv` (starting at `validate`); prints the
+/// report; returns whether everything passed.
+pub async fn main(argv: impl IntoIterator<Item = String>) -> bool {
+    let args = match ValidateArgs::try_parse_from(argv) {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = e.print();
+            return !e.use_stderr();
+        }
+    };
+    match check(&args).await {
+        Ok(reports) => {
+            let failed = reports.iter().filter(|r| !r.failures.is_empty()).count();
+            for r in &reports {
+                if r.failures.is_empty() {
+                    println!("PASS  {}", r.model);
+                } else {
+                    println!("FAIL  {}", r.model);
+                }
+                for line in &r.passed {
+                    println!("      ok: {line}");
+                }
+                for line in &r.failures {
+                    println!("      error: {line}");
+                }
+            }
+            println!(
+                "{} of {} models passed{}",
+                reports.len() - failed,
+                reports.len(),
+                if failed > 0 { "" } else { "." }
+            );
+            failed == 0
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            false
+        }
+    }
+}
