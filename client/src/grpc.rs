@@ -20,6 +20,8 @@ const MAX_MESSAGE_BYTES: usize = 64 << 20;
 #[derive(Debug, Clone)]
 pub struct GrpcClient {
     inner: GrpcInferenceServiceClient<Channel>,
+    /// Sent as `authorization: Bearer` metadata on admin calls.
+    token: Option<String>,
 }
 
 impl GrpcClient {
@@ -37,7 +39,26 @@ impl GrpcClient {
         let inner = GrpcInferenceServiceClient::new(channel)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        Ok(GrpcClient { inner })
+        Ok(GrpcClient { inner, token: None })
+    }
+
+    /// The same client, sending `authorization: Bearer <token>` metadata on
+    /// load and unload (the server's admin token).
+    pub fn with_admin_token(mut self, token: &str) -> GrpcClient {
+        self.token = Some(token.to_string());
+        self
+    }
+
+    /// A request carrying the admin token, if any.
+    fn admin_request<T>(&self, message: T) -> Result<tonic::Request<T>, ClientError> {
+        let mut request = tonic::Request::new(message);
+        if let Some(t) = &self.token {
+            let value = format!("Bearer {t}")
+                .parse()
+                .map_err(|_| ClientError::InvalidArgument("the admin token is not valid metadata".into()))?;
+            request.metadata_mut().insert("authorization", value);
+        }
+        Ok(request)
     }
 
     /// A handle for one call (tonic's calls take `&mut self`).
@@ -150,7 +171,9 @@ impl GrpcClient {
             model_name: model.to_string(),
             parameters,
         };
-        self.client().repository_model_load(request).await?;
+        self.client()
+            .repository_model_load(self.admin_request(request)?)
+            .await?;
         Ok(())
     }
 
@@ -161,7 +184,9 @@ impl GrpcClient {
             model_name: model.to_string(),
             parameters: HashMap::new(),
         };
-        self.client().repository_model_unload(request).await?;
+        self.client()
+            .repository_model_unload(self.admin_request(request)?)
+            .await?;
         Ok(())
     }
 

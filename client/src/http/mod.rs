@@ -15,6 +15,8 @@ use crate::{ClientError, InferOptions, InferResult, Tensor};
 pub struct HttpClient {
     client: reqwest::Client,
     base: Url,
+    /// Sent as `Authorization: Bearer` on every request (admin operations).
+    token: Option<String>,
 }
 
 fn transport(e: reqwest::Error) -> ClientError {
@@ -37,7 +39,18 @@ impl HttpClient {
             return Err(invalid("not an http:// URL".into()));
         }
         let client = reqwest::Client::builder().no_proxy().build().map_err(transport)?;
-        Ok(HttpClient { client, base })
+        Ok(HttpClient {
+            client,
+            base,
+            token: None,
+        })
+    }
+
+    /// The same client, sending `Authorization: Bearer <token>` (the server's
+    /// admin token, needed for load, unload, labels and rollback when set).
+    pub fn with_admin_token(mut self, token: &str) -> HttpClient {
+        self.token = Some(token.to_string());
+        self
     }
 
     /// The base URL with `segments` appended, each percent-encoded.
@@ -69,6 +82,10 @@ impl HttpClient {
     }
 
     async fn send(&self, request: RequestBuilder) -> Result<(u16, HeaderMap, Bytes), ClientError> {
+        let request = match &self.token {
+            Some(t) => request.bearer_auth(t),
+            None => request,
+        };
         let response = request.send().await.map_err(transport)?;
         let status = response.status().as_u16();
         let headers = response.headers().clone();
@@ -171,6 +188,58 @@ impl HttpClient {
     pub async fn unload_model(&self, model: &str) -> Result<(), ClientError> {
         let url = self.url(&["v2", "repository", "models", model, "unload"]);
         self.post_json(url, &json!({})).await.map(drop)
+    }
+
+    /// `GET /v2/models/{model}/labels`: versions, default route, labels.
+    pub async fn labels(&self, model: &str) -> Result<Value, ClientError> {
+        self.get_json(self.url(&["v2", "models", model, "labels"])).await
+    }
+
+    /// `PUT /v2/models/{model}/labels/{label}`: points a label at a loaded version.
+    pub async fn set_label(&self, model: &str, label: &str, version: &str) -> Result<Value, ClientError> {
+        let url = self.url(&["v2", "models", model, "labels", label]);
+        let (_, body) = self
+            .call(self.client.put(url).json(&json!({ "version": version })))
+            .await?;
+        parse_json(&body)
+    }
+
+    /// `DELETE /v2/models/{model}/labels/{label}`.
+    pub async fn delete_label(&self, model: &str, label: &str) -> Result<Value, ClientError> {
+        let url = self.url(&["v2", "models", model, "labels", label]);
+        let (_, body) = self.call(self.client.delete(url)).await?;
+        parse_json(&body)
+    }
+
+    /// `PUT /v2/models/{model}/default`: pins the default route to a version,
+    /// or `"latest"` to follow the newest again.
+    pub async fn set_default(&self, model: &str, version: &str) -> Result<Value, ClientError> {
+        let url = self.url(&["v2", "models", model, "default"]);
+        let (_, body) = self
+            .call(self.client.put(url).json(&json!({ "version": version })))
+            .await?;
+        parse_json(&body)
+    }
+
+    /// `POST /v2/models/{model}/rollback`: points the default route (or
+    /// `label`) back to `version`, or to the previous version when `None`.
+    pub async fn rollback(
+        &self,
+        model: &str,
+        label: Option<&str>,
+        version: Option<&str>,
+    ) -> Result<Value, ClientError> {
+        let mut body = serde_json::Map::new();
+        if let Some(l) = label {
+            body.insert("label".into(), json!(l));
+        }
+        if let Some(v) = version {
+            body.insert("version".into(), json!(v));
+        }
+        let bytes = self
+            .post_json(self.url(&["v2", "models", model, "rollback"]), &Value::Object(body))
+            .await?;
+        parse_json(&bytes)
     }
 
     /// `POST /v2/models/{model}[/versions/{version}]/infer`, with inputs and
