@@ -64,6 +64,7 @@ fn response(v: &[f32]) -> InferResponse {
         id: "42".into(),
         outputs: vec![fp32_tensor("y", v)],
         timings: Default::default(),
+        trace: None,
     }
 }
 

@@ -6,6 +6,8 @@ use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
 
+use crate::metrics::MetricsSettings;
+
 /// How the set of served models is decided (Triton's `--model-control-mode`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ControlMode {
@@ -138,6 +140,37 @@ pub struct Config {
     #[arg(long, env = "SWITCHYARD_AUTO_ROLLBACK_MIN_REQUESTS", default_value_t = 50)]
     pub auto_rollback_min_requests: u64,
 
+    /// Bucket bounds, in seconds, of every `*_seconds` latency histogram
+    /// (comma-separated; default 50 µs to 10 s).
+    #[arg(long, env = "SWITCHYARD_METRICS_LATENCY_BUCKETS", value_delimiter = ',', value_parser = parse_bucket)]
+    pub metrics_latency_buckets: Vec<f64>,
+    /// Bucket bounds, in rows, of `switchyard_batch_size` (comma-separated; default 1, 2, 4 … 1024).
+    #[arg(long, env = "SWITCHYARD_METRICS_BATCH_BUCKETS", value_delimiter = ',', value_parser = parse_bucket)]
+    pub metrics_batch_buckets: Vec<f64>,
+    /// Also export Triton's metric names (`nv_inference_*`, labels `model` and `version`).
+    #[arg(long, env = "SWITCHYARD_METRICS_TRITON_NAMES", default_value_t = false, num_args = 0..=1,
+          default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub metrics_triton_names: bool,
+
+    /// Prediction log: directory of the JSONL files (models opt in with
+    /// `prediction_log.*` config parameters).
+    #[arg(long, env = "SWITCHYARD_PREDICTION_LOG_DIR")]
+    pub prediction_log_dir: Option<PathBuf>,
+    /// Prediction log: also post CloudEvents (KServe logger format) to this http:// URL.
+    #[arg(long, env = "SWITCHYARD_PREDICTION_LOG_URL")]
+    pub prediction_log_url: Option<String>,
+    /// Prediction log: size in MiB at which a file is rotated.
+    #[arg(long, env = "SWITCHYARD_PREDICTION_LOG_MAX_FILE_MB", default_value_t = 64,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub prediction_log_max_file_mb: u64,
+    /// Prediction log: rotated files kept.
+    #[arg(long, env = "SWITCHYARD_PREDICTION_LOG_MAX_FILES", default_value_t = 10)]
+    pub prediction_log_max_files: usize,
+    /// Prediction log: records waiting for the sinks at most (beyond: dropped and counted).
+    #[arg(long, env = "SWITCHYARD_PREDICTION_LOG_QUEUE", default_value_t = 4096,
+          value_parser = clap::builder::TypedValueParser::map(clap::value_parser!(u32).range(1..), |v| v as usize))]
+    pub prediction_log_queue: usize,
+
     /// Log format.
     #[arg(long, env = "SWITCHYARD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -146,7 +179,26 @@ pub struct Config {
     pub log: String,
 }
 
+/// A histogram bucket bound: a finite number.
+fn parse_bucket(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() => Ok(v),
+        _ => Err(format!("'{s}' is not a finite number")),
+    }
+}
+
 impl Config {
+    /// The recorder settings of the `--metrics-*` flags (empty bucket lists: the defaults).
+    pub fn metrics_settings(&self) -> MetricsSettings {
+        let defaults = MetricsSettings::default();
+        let or_default = |given: &[f64], default: Vec<f64>| if given.is_empty() { default } else { given.to_vec() };
+        MetricsSettings {
+            latency_buckets: or_default(&self.metrics_latency_buckets, defaults.latency_buckets),
+            batch_buckets: or_default(&self.metrics_batch_buckets, defaults.batch_buckets),
+            triton_names: self.metrics_triton_names,
+        }
+    }
+
     /// A configuration for tests and embedding: every listener on 127.0.0.1
     /// with an ephemeral port, everything else at its default.
     pub fn for_repository(repo: impl Into<PathBuf>) -> Config {
@@ -195,5 +247,45 @@ mod tests {
         assert!(
             Config::try_parse_from(["switchyard", "--model-repository", "/m", "--repository-poll-secs", "0"]).is_err()
         );
+    }
+
+    #[test]
+    fn metrics_flags_parse() {
+        let c = Config::try_parse_from(["switchyard", "--model-repository", "/m"]).unwrap();
+        assert_eq!(c.metrics_settings(), MetricsSettings::default());
+        let c = Config::try_parse_from([
+            "switchyard",
+            "--model-repository",
+            "/m",
+            "--metrics-latency-buckets",
+            "0.001,0.01,0.1",
+            "--metrics-batch-buckets",
+            "1,8",
+            "--metrics-triton-names",
+        ])
+        .unwrap();
+        let s = c.metrics_settings();
+        assert_eq!(s.latency_buckets, [0.001, 0.01, 0.1]);
+        assert_eq!(s.batch_buckets, [1.0, 8.0]);
+        assert!(s.triton_names);
+        let c = Config::try_parse_from([
+            "switchyard",
+            "--model-repository",
+            "/m",
+            "--metrics-triton-names",
+            "false",
+        ])
+        .unwrap();
+        assert!(!c.metrics_triton_names);
+        for bad in ["x", "NaN", "inf"] {
+            let args = [
+                "switchyard",
+                "--model-repository",
+                "/m",
+                "--metrics-latency-buckets",
+                bad,
+            ];
+            assert!(Config::try_parse_from(args).is_err(), "{bad}");
+        }
     }
 }

@@ -19,17 +19,20 @@
 
 pub mod batching;
 pub mod config;
+pub mod drift;
 pub mod error;
 pub mod grpc;
 pub mod http;
 pub mod lifecycle;
 pub mod metrics;
 pub mod model;
+pub mod predlog;
 pub mod registry;
 pub mod repository;
 pub mod service;
 pub mod stats;
 pub mod tensor;
+pub mod trace;
 pub mod validate;
 
 use std::collections::BTreeMap;
@@ -119,7 +122,7 @@ impl Server {
 
     /// Starts serving on already-bound listeners.
     pub fn start_on(config: Config, listeners: Listeners) -> anyhow::Result<Server> {
-        let prometheus = metrics::install();
+        let prometheus = metrics::install_with(&config.metrics_settings());
         let service = Service::new(&config)?;
         let http_addr = listeners.http.local_addr()?;
         let admin_addr = listeners.admin.as_ref().map(|l| l.local_addr()).transpose()?;
@@ -217,6 +220,9 @@ impl Server {
                 }
             };
             control.abort();
+            // Records already taken are written before the process exits.
+            let log = svc.prediction_log().clone();
+            let _ = tokio::task::spawn_blocking(move || log.flush(Duration::from_secs(5))).await;
             result
         });
         Ok(Server {

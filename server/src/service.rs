@@ -16,9 +16,12 @@ use crate::error::{Error, Result};
 use crate::lifecycle::admin::{AdminAuth, Caller};
 use crate::lifecycle::audit::{Actor, Audit, Event};
 use crate::metrics::{self, Protocol};
+use crate::predlog::{PredictionLog, PredictionLogSettings, PredictionRecord};
 use crate::registry::{IndexEntry, LoadReport, LoadSettings, Registry, RollbackPolicy, TensorSpec, VersionHandle};
 use crate::repository;
 use crate::tensor::{DataType, Tensor, element_count};
+use crate::trace::TraceContext;
+use tracing::Instrument;
 
 /// Extensions advertised in server metadata.
 pub const EXTENSIONS: &[&str] = &[
@@ -74,6 +77,8 @@ pub struct InferRequest {
     pub protocol: Protocol,
     /// When the frontend started on it.
     pub received: Instant,
+    /// The caller's W3C trace context, if it sent one.
+    pub trace: Option<TraceContext>,
 }
 
 /// An inference response.
@@ -89,6 +94,8 @@ pub struct InferResponse {
     pub outputs: Vec<Tensor>,
     /// Phase durations.
     pub timings: Timings,
+    /// The server's span in the caller's trace (a child of the request's context).
+    pub trace: Option<TraceContext>,
 }
 
 /// Tensor metadata.
@@ -153,6 +160,7 @@ struct Inner {
     max_tensor_elements: usize,
     registry: Arc<Registry>,
     admin: AdminAuth,
+    predictions: PredictionLog,
     ready: AtomicBool,
     shutting_down: AtomicBool,
 }
@@ -199,8 +207,18 @@ impl Service {
             env_token.as_deref(),
             config.admin_http_port.is_some(),
         )?;
+        let predictions = PredictionLog::start(PredictionLogSettings {
+            dir: config.prediction_log_dir.clone(),
+            max_file_bytes: config.prediction_log_max_file_mb << 20,
+            max_files: config.prediction_log_max_files,
+            url: config.prediction_log_url.clone(),
+            queue_capacity: config.prediction_log_queue,
+            source: format!("http://{}:{}/", config.http_address, config.http_port),
+            ..PredictionLogSettings::default()
+        })?;
         Ok(Service {
             inner: Arc::new(Inner {
+                predictions,
                 repo: config.model_repository.clone(),
                 control_mode: config.model_control_mode,
                 max_tensor_elements: config.max_tensor_elements,
@@ -369,6 +387,23 @@ impl Service {
         self.inner.registry.unload(model, &actor).await
     }
 
+    /// The drift report of a model version (404 when drift monitoring is off for it).
+    pub fn drift_report(&self, model: &str, version: Option<&str>) -> Result<crate::drift::DriftReport> {
+        let h = self.inner.registry.resolve(model, version)?;
+        h.drift.as_ref().map(|d| d.report()).ok_or_else(|| {
+            Error::not_found(format!(
+                "drift monitoring is off for model '{model}' version {} (set drift.* parameters or ship \
+                 validation/profile.json)",
+                h.version
+            ))
+        })
+    }
+
+    /// The prediction log (for flushing at shutdown and in tests).
+    pub fn prediction_log(&self) -> &PredictionLog {
+        &self.inner.predictions
+    }
+
     /// Labels, default route and versions of a model.
     pub fn labels(&self, model: &str) -> Result<Labels> {
         let entry = self
@@ -456,8 +491,22 @@ impl Service {
                 return Err(e);
             }
         };
+        let _inflight = handle.metrics.start_request();
         let received = request.received;
-        let result = self.run(&handle, request).await;
+        // Prediction log and drift monitor: decided before the inputs move into the queue.
+        let log_policy = handle.log_policy.as_ref().filter(|p| self.inner.predictions.sample(p));
+        let observed = (log_policy.is_some() || handle.drift.is_some()).then(|| {
+            let label = request.version.clone().filter(|v| v.parse::<i64>().is_err());
+            (request.inputs.clone(), request.id.clone(), label)
+        });
+        let trace = request.trace.map(|t| t.child());
+        let span = match (&trace, &request.trace) {
+            (Some(t), Some(parent)) => tracing::debug_span!("infer", model = %handle.model, version = handle.version,
+                id = %request.id, trace_id = %t.trace_id_hex(), span_id = %t.span_id_hex(),
+                parent_id = %parent.span_id_hex()),
+            _ => tracing::debug_span!("infer", model = %handle.model, version = handle.version, id = %request.id),
+        };
+        let result = self.run(&handle, request, trace).instrument(span).await;
         let elapsed = received.elapsed();
         handle.health.record(elapsed, result.as_ref().err().map(|e| e.kind));
         match &result {
@@ -470,11 +519,40 @@ impl Service {
                 handle.metrics.failure(protocol, e.kind, elapsed.as_secs_f64());
             }
         }
+        if let Some((inputs, id, label)) = observed {
+            let outputs = result.as_ref().map(|r| r.outputs.clone()).unwrap_or_default();
+            if let (Some(drift), Ok(_)) = (&handle.drift, &result) {
+                drift.observe(inputs.clone(), outputs.clone());
+            }
+            if let Some(policy) = log_policy {
+                self.inner.predictions.submit(
+                    policy,
+                    PredictionRecord {
+                        time: std::time::SystemTime::now(),
+                        id,
+                        model: handle.model.clone(),
+                        version: handle.version_label.clone(),
+                        label,
+                        protocol,
+                        outcome: result.as_ref().map(|_| ()).map_err(|e| (e.kind, e.message.clone())),
+                        latency: elapsed,
+                        inputs,
+                        outputs,
+                        trace_id: trace.map(|t| t.trace_id_hex()),
+                    },
+                );
+            }
+        }
         result
     }
 
-    async fn run(&self, handle: &Arc<VersionHandle>, request: InferRequest) -> Result<InferResponse> {
-        let (job, rx) = prepare_job(
+    async fn run(
+        &self,
+        handle: &Arc<VersionHandle>,
+        request: InferRequest,
+        trace: Option<TraceContext>,
+    ) -> Result<InferResponse> {
+        let (mut job, rx) = prepare_job(
             handle,
             request.inputs,
             request.outputs,
@@ -482,6 +560,7 @@ impl Service {
             request.received,
             self.inner.max_tensor_elements,
         )?;
+        job.trace = trace;
         handle.queue.submit(job)?;
         let output = rx
             .await
@@ -492,6 +571,7 @@ impl Service {
             id: request.id,
             outputs: output.outputs,
             timings: output.timings,
+            trace,
         })
     }
 }

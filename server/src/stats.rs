@@ -132,7 +132,11 @@ impl VersionStats {
         self.prom.executions.increment(1);
         self.prom.inferences.increment(rows as u64);
         self.prom.batch_size.record(rows as f64);
+        self.prom.compute_input.record(input.as_secs_f64());
         self.prom.compute_infer.record(infer.as_secs_f64());
+        self.prom.compute_output.record(output.as_secs_f64());
+        self.prom.triton.exec_count.increment(1);
+        self.prom.triton.inference_count.increment(rows as u64);
         let now_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
@@ -143,6 +147,22 @@ impl VersionStats {
         row.input_ns += input.as_nanos() as u64;
         row.infer_ns += infer.as_nanos() as u64;
         row.output_ns += output.as_nanos() as u64;
+    }
+
+    /// Records the efficiency of one batch: executor CPU time of its session
+    /// run and, for batching versions, its rows over `max_batch_size`.
+    pub fn record_efficiency(&self, cpu: Option<Duration>, fill_ratio: Option<f64>) {
+        if let Some(cpu) = cpu {
+            self.prom.compute_cpu.increment(cpu.as_secs_f64());
+        }
+        if let Some(ratio) = fill_ratio {
+            self.prom.fill_ratio.record(ratio);
+        }
+    }
+
+    /// Adds time an executor spent waiting for work.
+    pub fn record_idle(&self, idle: Duration) {
+        self.prom.executor_idle.increment(idle.as_secs_f64());
     }
 
     /// Counts a request that was not computed.
@@ -162,6 +182,12 @@ impl VersionStats {
     /// Reports the number of queued requests.
     pub fn set_queue_depth(&self, depth: usize) {
         self.prom.queue_depth.set(depth as f64);
+        self.prom.triton.pending.set(depth as f64);
+    }
+
+    /// Reports how many requests the queue holds at most.
+    pub fn set_queue_capacity(&self, capacity: usize) {
+        self.prom.queue_capacity.set(capacity as f64);
     }
 
     /// Records where one request's time went.
@@ -174,6 +200,9 @@ impl VersionStats {
         self.compute_input.record(t.compute_input);
         self.compute_infer.record(t.compute_infer);
         self.compute_output.record(t.compute_output);
+        self.prom
+            .triton
+            .record_phases(t.queue, t.compute_input, t.compute_infer, t.compute_output);
     }
 
     /// Triton's `ModelStatistics` message.

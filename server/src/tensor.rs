@@ -201,6 +201,43 @@ impl Tensor {
         Some(b.chunks_exact(size).map(conv).collect())
     }
 
+    /// A numeric tensor from `f64` values (rounded / saturated to the datatype);
+    /// `None` for BYTES or when the count does not match the shape.
+    pub fn from_f64(name: &str, datatype: DataType, shape: Vec<i64>, values: &[f64]) -> Option<Tensor> {
+        let count: usize = shape
+            .iter()
+            .map(|&d| usize::try_from(d).ok())
+            .product::<Option<usize>>()?;
+        if count != values.len() {
+            return None;
+        }
+        let mut out = Vec::with_capacity(count * datatype.size()?);
+        for &v in values {
+            match datatype {
+                DataType::Bool => out.push(u8::from(v != 0.0)),
+                DataType::Uint8 => out.push(v as u8),
+                DataType::Int8 => out.push(v as i8 as u8),
+                DataType::Uint16 => out.extend_from_slice(&(v as u16).to_le_bytes()),
+                DataType::Int16 => out.extend_from_slice(&(v as i16).to_le_bytes()),
+                DataType::Uint32 => out.extend_from_slice(&(v as u32).to_le_bytes()),
+                DataType::Int32 => out.extend_from_slice(&(v as i32).to_le_bytes()),
+                DataType::Uint64 => out.extend_from_slice(&(v as u64).to_le_bytes()),
+                DataType::Int64 => out.extend_from_slice(&(v as i64).to_le_bytes()),
+                DataType::Fp16 => out.extend_from_slice(&half::f16::from_f64(v).to_le_bytes()),
+                DataType::Bf16 => out.extend_from_slice(&half::bf16::from_f64(v).to_le_bytes()),
+                DataType::Fp32 => out.extend_from_slice(&(v as f32).to_le_bytes()),
+                DataType::Fp64 => out.extend_from_slice(&v.to_le_bytes()),
+                DataType::Bytes => return None,
+            }
+        }
+        Some(Tensor {
+            name: name.to_string(),
+            datatype,
+            shape,
+            data: TensorData::Fixed(Bytes::from(out)),
+        })
+    }
+
     /// A tensor of `shape` filled with zeros (BYTES: empty strings). The caller
     /// bounds the element count.
     pub fn zeros(name: &str, datatype: DataType, shape: Vec<i64>) -> Tensor {

@@ -99,6 +99,8 @@ pub struct Job {
     pub delayed: bool,
     /// Set by the queue: arrival number, for `preserve_ordering`.
     pub seq: u64,
+    /// The request's W3C trace context (its server span), for the batch span.
+    pub trace: Option<crate::trace::TraceContext>,
     /// Where the result goes.
     pub reply: oneshot::Sender<Result<JobOutput>>,
 }
@@ -126,6 +128,7 @@ impl Job {
             level: 0,
             delayed: false,
             seq: 0,
+            trace: None,
             reply,
         }
     }
@@ -279,6 +282,9 @@ impl Shared {
     }
 }
 
+/// Longest an idle executor sleeps before accounting its idle time.
+const IDLE_REPORT_INTERVAL: Duration = Duration::from_secs(1);
+
 /// The bounded queue of one model version.
 #[derive(Clone)]
 pub struct BatchQueue {
@@ -297,6 +303,12 @@ impl BatchQueue {
     /// A queue with the given batching and queue policies.
     pub fn new(policy: BatchPolicy, queue_policy: QueuePolicy, stats: Arc<VersionStats>) -> BatchQueue {
         let levels = queue_policy.levels.len();
+        stats.set_queue_capacity(
+            queue_policy
+                .levels
+                .iter()
+                .fold(0usize, |n, l| n.saturating_add(l.capacity)),
+        );
         BatchQueue {
             shared: Arc::new(Shared {
                 state: Mutex::new(State {
@@ -390,9 +402,16 @@ impl BatchQueue {
                     return Some(batch);
                 }
                 Decision::Idle if state.closed => return None,
-                Decision::Idle => shared.wake.wait(&mut state),
+                // Bounded, so the idle-time counter moves while no work comes.
+                Decision::Idle => {
+                    let waited = Instant::now();
+                    shared.wake.wait_for(&mut state, IDLE_REPORT_INTERVAL);
+                    shared.stats.record_idle(waited.elapsed());
+                }
                 Decision::WaitUntil(t) => {
+                    let waited = Instant::now();
                     shared.wake.wait_until(&mut state, t);
+                    shared.stats.record_idle(waited.elapsed());
                 }
             }
         }
@@ -467,6 +486,14 @@ fn placeholder() -> Job {
 /// Concatenates, runs, splits, replies. Never panics on a runtime error:
 /// every request of the batch gets the error instead.
 fn run_batch(executor: &mut dyn Executor, batch: Vec<Job>, shared: &Shared) {
+    // One span per batch, naming the traces of the requests it carries (the
+    // link from each request's span to the batch that computed it).
+    let _span = tracing::enabled!(tracing::Level::DEBUG).then(|| {
+        let traces: Vec<String> = batch.iter().filter_map(|j| j.trace.map(|t| t.to_string())).collect();
+        let rows: usize = batch.iter().map(|j| j.rows).sum();
+        let executor = std::thread::current().name().unwrap_or("").to_string();
+        tracing::debug_span!("batch", %executor, requests = batch.len(), rows, traces = ?traces).entered()
+    });
     let stats = &shared.stats;
     let started = Instant::now();
     let total_rows: usize = batch.iter().map(|j| j.rows).sum();
@@ -490,8 +517,15 @@ fn run_batch(executor: &mut dyn Executor, batch: Vec<Job>, shared: &Shared) {
         })
         .collect();
     let built = Instant::now();
+    let cpu_before = crate::metrics::thread_cpu_time();
     let result = executor.run(inputs);
     let ran = Instant::now();
+    let cpu = cpu_before
+        .zip(crate::metrics::thread_cpu_time())
+        .map(|(a, b)| b.saturating_sub(a));
+    let max_rows = shared.policy.max_batch_size;
+    let fill_ratio = (max_rows > 0).then(|| total_rows as f64 / max_rows as f64);
+    stats.record_efficiency(cpu, fill_ratio);
     let compute_input = built - started;
     let compute_infer = ran - built;
     match result {

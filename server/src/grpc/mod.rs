@@ -17,6 +17,7 @@ use crate::lifecycle::admin::Caller;
 use crate::metrics::Protocol;
 use crate::service::{InferRequest, InferResponse, Param, Service};
 use crate::tensor::{DataType, Tensor, TensorData, decode_bytes_elements, element_count};
+use crate::trace::{TRACEPARENT, TraceContext};
 
 pub use pb::grpc_inference_service_server::GrpcInferenceServiceServer;
 
@@ -57,11 +58,17 @@ impl GrpcService {
         GrpcService { service }
     }
 
-    async fn infer(&self, req: pb::ModelInferRequest) -> Result<pb::ModelInferResponse> {
-        let request = decode_request(req, self.service.max_tensor_elements())
+    async fn infer(
+        &self,
+        req: pb::ModelInferRequest,
+        trace: Option<TraceContext>,
+    ) -> Result<(pb::ModelInferResponse, Option<TraceContext>)> {
+        let mut request = decode_request(req, self.service.max_tensor_elements())
             .inspect_err(|e| crate::metrics::unrouted_failure(Protocol::Grpc, e.kind))?;
+        request.trace = trace;
         let response = self.service.infer(request).await?;
-        Ok(encode_response(response))
+        let trace = response.trace;
+        Ok((encode_response(response), trace))
     }
 }
 
@@ -120,6 +127,7 @@ pub fn decode_request(req: pb::ModelInferRequest, max_elements: usize) -> Result
         parameters,
         protocol: Protocol::Grpc,
         received,
+        trace: None,
     })
 }
 
@@ -315,7 +323,13 @@ impl GrpcInferenceService for GrpcService {
     }
 
     async fn model_infer(&self, req: Request<pb::ModelInferRequest>) -> GrpcResult<pb::ModelInferResponse> {
-        Ok(Response::new(self.infer(req.into_inner()).await?))
+        let trace = trace_of(&req);
+        let (response, trace) = self.infer(req.into_inner(), trace).await?;
+        let mut response = Response::new(response);
+        if let Some(value) = trace.and_then(|t| t.to_string().parse().ok()) {
+            response.metadata_mut().insert(TRACEPARENT, value);
+        }
+        Ok(response)
     }
 
     type ModelStreamInferStream = ReceiverStream<std::result::Result<pb::ModelStreamInferResponse, Status>>;
@@ -324,6 +338,7 @@ impl GrpcInferenceService for GrpcService {
         &self,
         req: Request<Streaming<pb::ModelInferRequest>>,
     ) -> GrpcResult<Self::ModelStreamInferStream> {
+        let trace = trace_of(&req);
         let mut inbound = req.into_inner();
         // Bounded: a slow reader stops the stream from reading more requests.
         let (tx, rx) = mpsc::channel(STREAM_CONCURRENCY);
@@ -337,8 +352,8 @@ impl GrpcInferenceService for GrpcService {
                 let (this, tx) = (this.clone(), tx.clone());
                 tokio::spawn(async move {
                     let id = request.id.clone();
-                    let msg = match this.infer(request).await {
-                        Ok(r) => pb::ModelStreamInferResponse {
+                    let msg = match this.infer(request, trace).await {
+                        Ok((r, _)) => pb::ModelStreamInferResponse {
                             error_message: String::new(),
                             infer_response: Some(r),
                         },
@@ -473,6 +488,14 @@ impl GrpcInferenceService for GrpcService {
     async fn log_settings(&self, _: Request<pb::LogSettingsRequest>) -> GrpcResult<pb::LogSettingsResponse> {
         Ok(Response::new(pb::LogSettingsResponse::default()))
     }
+}
+
+/// The caller's W3C `traceparent` metadata, if well-formed.
+fn trace_of<T>(req: &Request<T>) -> Option<TraceContext> {
+    req.metadata()
+        .get(TRACEPARENT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(TraceContext::parse)
 }
 
 /// Who is calling an admin RPC: peer address and `authorization` metadata.

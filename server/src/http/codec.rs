@@ -194,6 +194,7 @@ pub fn decode_request(
             parameters,
             protocol: Protocol::Http,
             received,
+            trace: None,
         },
         format: OutputFormat {
             binary_outputs,
@@ -676,6 +677,7 @@ mod tests {
             id: "abc".into(),
             outputs: vec![t],
             timings: Default::default(),
+            trace: None,
         };
         let mut d = OutputFormat::default();
         let e = encode_response(&resp, &d).unwrap();

@@ -21,6 +21,7 @@ use crate::error::Error;
 use crate::lifecycle::admin::Caller;
 use crate::repository::config::{config_to_json, message_to_json};
 use crate::service::{ModelMetadata, Service, TensorMeta};
+use crate::trace::{TRACEPARENT, TraceContext};
 use switchyard_proto::inference::ModelStatisticsResponse;
 
 /// Header carrying the JSON length of a body with binary tensor data.
@@ -93,6 +94,8 @@ pub fn router(service: Service, max_body: usize, admin: bool) -> Router {
         .route("/v2/repository/models/{model}/load", post(load))
         .route("/v2/repository/models/{model}/unload", post(unload))
         .route("/v2/models/{model}/labels", get(labels))
+        .route("/v2/models/{model}/drift", get(drift))
+        .route("/v2/models/{model}/versions/{version}/drift", get(drift_v))
         .route("/v2/models/{model}/labels/{label}", put(set_label).delete(delete_label))
         .route("/v2/models/{model}/default", put(set_default))
         .route("/v2/models/{model}/rollback", post(rollback))
@@ -269,6 +272,20 @@ async fn unload(
     Ok(Json(json!({})))
 }
 
+async fn drift(State(s): State<AppState>, Path(model): Path<String>) -> HttpResult<Json<Value>> {
+    let r = s.service.drift_report(&model, None)?;
+    Ok(Json(
+        serde_json::to_value(r).map_err(|e| Error::internal(e.to_string()))?,
+    ))
+}
+
+async fn drift_v(State(s): State<AppState>, Path((model, version)): Path<(String, String)>) -> HttpResult<Json<Value>> {
+    let r = s.service.drift_report(&model, Some(&version))?;
+    Ok(Json(
+        serde_json::to_value(r).map_err(|e| Error::internal(e.to_string()))?,
+    ))
+}
+
 async fn labels(State(s): State<AppState>, Path(model): Path<String>) -> HttpResult<Json<Value>> {
     let l = s.service.labels(&model)?;
     Ok(Json(
@@ -382,10 +399,15 @@ async fn do_infer(s: AppState, model: String, version: Option<String>, req: Requ
     {
         return Err(too_large(s.max_body));
     }
+    let trace = req
+        .headers()
+        .get(TRACEPARENT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(TraceContext::parse);
     let body = axum::body::to_bytes(req.into_body(), s.max_body)
         .await
         .map_err(|_| too_large(s.max_body))?;
-    let decoded = codec::decode_request(
+    let mut decoded = codec::decode_request(
         body,
         header_len,
         &model,
@@ -394,6 +416,7 @@ async fn do_infer(s: AppState, model: String, version: Option<String>, req: Requ
         received,
     )
     .inspect_err(|e| crate::metrics::unrouted_failure(crate::metrics::Protocol::Http, e.kind))?;
+    decoded.request.trace = trace;
     let response = s.service.infer(decoded.request).await?;
     let encoded = codec::encode_response(&response, &decoded.format)?;
     let mut resp = Response::new(Body::from(encoded.body));
@@ -409,6 +432,9 @@ async fn do_infer(s: AppState, model: String, version: Option<String>, req: Requ
         None => {
             headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         }
+    }
+    if let Some(value) = response.trace.and_then(|t| HeaderValue::from_str(&t.to_string()).ok()) {
+        headers.insert(TRACEPARENT, value);
     }
     Ok(resp)
 }

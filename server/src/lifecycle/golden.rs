@@ -58,6 +58,23 @@ pub struct Case {
     pub relative: f64,
 }
 
+impl Case {
+    /// The expected outputs as tensors of the model's datatypes (numeric
+    /// outputs with a shape only): a reference sample for drift monitoring.
+    pub fn expected_tensors(&self, outputs: &[crate::registry::TensorSpec]) -> Vec<Tensor> {
+        self.expected
+            .iter()
+            .filter_map(|e| {
+                let spec = outputs.iter().find(|o| o.name == e.name)?;
+                let (Values::Numbers(values), Some(shape)) = (&e.values, &e.shape) else {
+                    return None;
+                };
+                Tensor::from_f64(&e.name, spec.datatype, shape.clone(), values)
+            })
+            .collect()
+    }
+}
+
 /// An expected output.
 #[derive(Debug, Clone)]
 pub struct Expected {

@@ -16,6 +16,7 @@ use crate::batching::{BatchPolicy, BatchQueue, LevelPolicy, QueuePolicy};
 use crate::lifecycle::window::HealthWindow;
 use crate::metrics::VersionMetrics;
 use crate::model::{Device, onnx};
+use crate::predlog::ModelLogPolicy;
 use crate::repository::{ModelSource, config};
 use crate::stats::VersionStats;
 use crate::tensor::DataType;
@@ -96,6 +97,8 @@ pub(super) fn load_version(
         config_digest,
         health: HealthWindow::default(),
         loaded_at: SystemTime::now(),
+        log_policy: ModelLogPolicy::from_config(&config).map_err(|e| at(format!("prediction_log: {e}")))?,
+        drift: None,
         metrics: VersionMetrics::new(name, &version_label),
         version_label,
         config,

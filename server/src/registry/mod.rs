@@ -22,12 +22,14 @@ use switchyard_proto::inference::ModelConfig;
 use tokio::sync::Semaphore;
 
 use crate::batching::BatchQueue;
+use crate::drift::{DriftSettings, Profile, VersionDrift};
 use crate::error::{Error, ErrorKind, Result};
 use crate::lifecycle::audit::{Actor, Audit, Event};
 use crate::lifecycle::window::HealthWindow;
 use crate::lifecycle::{golden, warmup};
-use crate::metrics::VersionMetrics;
+use crate::metrics::{ModelState, VersionMetrics};
 use crate::model::Device;
+use crate::predlog::ModelLogPolicy;
 use crate::repository::{self, ModelSource};
 use crate::stats::VersionStats;
 use crate::tensor::DataType;
@@ -90,6 +92,10 @@ pub struct VersionHandle {
     pub config_digest: String,
     /// When it was loaded.
     pub loaded_at: SystemTime,
+    /// Prediction log policy (`prediction_log.*` config parameters), if opted in.
+    pub log_policy: Option<ModelLogPolicy>,
+    /// Drift monitor (`drift.*` parameters or a shipped reference profile), if on.
+    pub drift: Option<Arc<VersionDrift>>,
 }
 
 impl VersionHandle {
@@ -483,6 +489,12 @@ impl Registry {
             return Err(load_error(name, &report, false));
         }
         self.promote_if_changed(name, old.as_deref(), &mut entry, actor);
+        for (v, _) in &report.loaded {
+            crate::metrics::model_state(name, &v.to_string(), ModelState::Ready);
+        }
+        for v in &report.retired {
+            crate::metrics::model_state(name, &v.to_string(), ModelState::Unavailable);
+        }
         self.publish(name, Some(entry));
         self.note(name, notes);
         if report.failed.is_empty() {
@@ -510,6 +522,27 @@ impl Registry {
             return Step::Keep(h.clone());
         }
         let at = |msg: String| format!("model '{name}' version {version}: {msg}");
+        let label = version.to_string();
+        if old.is_none_or(|o| !o.versions.contains_key(&version)) {
+            crate::metrics::model_state(&name, &label, ModelState::Loading);
+        }
+        let step = self.build_step(source, version, (bytes, digest), &at).await;
+        match &step {
+            Step::Loaded(..) => {}
+            Step::Failed(..) if old.is_some_and(|o| o.versions.contains_key(&version)) => {}
+            _ => crate::metrics::model_state(&name, &label, ModelState::Unavailable),
+        }
+        step
+    }
+
+    async fn build_step(
+        &self,
+        source: &Arc<ModelSource>,
+        version: i64,
+        (bytes, digest): (Vec<u8>, String),
+        at: &(dyn Fn(String) -> String + Sync),
+    ) -> Step {
+        let name = source.name.clone();
         let Ok(_permit) = self.loaders.acquire().await else {
             return Step::Failed(at("the loader pool is closed".into()), Some(digest));
         };
@@ -518,7 +551,7 @@ impl Registry {
             let (source, settings, digest) = (source.clone(), self.settings.clone(), digest.clone());
             tokio::task::spawn_blocking(move || load::load_version(&source, version, &bytes, digest, &settings)).await
         };
-        let handle = match built {
+        let mut handle = match built {
             Ok(Ok(h)) => h,
             Ok(Err(e)) => return Step::Failed(e, Some(digest)),
             Err(e) => return Step::Failed(at(format!("load task failed: {e}")), Some(digest)),
@@ -539,18 +572,26 @@ impl Registry {
         if let Err(e) = warm {
             return Step::Failed(at(e), Some(digest));
         }
-        let golden = match golden::load(&version_dir, &name, max) {
-            Ok(Some(set)) => golden::check(&handle, &set, max).await,
-            Ok(None) => Ok(golden::Report::default()),
-            Err(e) => Err(format!("golden set: {e}")),
+        let set = match golden::load(&version_dir, &name, max) {
+            Ok(set) => set,
+            Err(e) => return Step::Failed(at(format!("golden set: {e}")), Some(digest)),
         };
-        match golden {
-            Ok(report) => {
-                tracing::debug!(model = %name, version, elapsed = ?started.elapsed(), "built, warmed up, validated");
-                Step::Loaded(Box::new(handle), report)
-            }
-            Err(e) => Step::Failed(at(e), Some(digest)),
+        let golden = match &set {
+            Some(set) => golden::check(&handle, set, max).await,
+            None => Ok(golden::Report::default()),
+        };
+        let report = match golden {
+            Ok(report) => report,
+            Err(e) => return Step::Failed(at(e), Some(digest)),
+        };
+        match drift_monitor(&handle, &version_dir, set.as_ref()) {
+            Ok(d) => handle.drift = d,
+            Err(e) => return Step::Failed(at(e), Some(digest)),
         }
+        let elapsed = started.elapsed();
+        crate::metrics::load_duration(&name, &version.to_string(), elapsed.as_secs_f64());
+        tracing::debug!(model = %name, version, ?elapsed, "built, warmed up, validated");
+        Step::Loaded(Box::new(handle), report)
     }
 
     /// Records a change of the default route (history, audit, automatic
@@ -665,6 +706,7 @@ impl Registry {
         };
         self.publish(name, None);
         for (v, h) in &old.versions {
+            crate::metrics::model_state(name, &v.to_string(), ModelState::Unavailable);
             self.audit.record(
                 actor,
                 event("unload", name, Some(&v.to_string()), Some(&h.digest), true, ""),
@@ -874,6 +916,44 @@ impl Registry {
             notes.insert(name.to_string(), entries);
         }
     }
+}
+
+/// The drift monitor of a version: on when its config has `drift.*`
+/// parameters or it ships `validation/profile.json`. The reference is that
+/// profile, else the golden set's inputs and expected outputs.
+fn drift_monitor(
+    handle: &VersionHandle,
+    version_dir: &Path,
+    golden: Option<&golden::GoldenSet>,
+) -> Result<Option<Arc<VersionDrift>>, String> {
+    let profile_path = version_dir.join("validation/profile.json");
+    let configured = handle.config.parameters.keys().any(|k| k.starts_with("drift."));
+    if !configured && !profile_path.is_file() {
+        return Ok(None);
+    }
+    let base = DriftSettings {
+        batched: handle.max_batch_size > 0,
+        ..DriftSettings::default()
+    };
+    let settings = DriftSettings::from_config(&handle.config, &base).map_err(|e| format!("drift: {e}"))?;
+    let reference = if profile_path.is_file() {
+        Some(Profile::load(&profile_path).map_err(|e| format!("{}: {e}", profile_path.display()))?)
+    } else {
+        golden.filter(|g| !g.cases.is_empty()).map(|g| {
+            let samples: Vec<_> = g
+                .cases
+                .iter()
+                .map(|c| (c.inputs.clone(), c.expected_tensors(&handle.outputs)))
+                .collect();
+            Profile::from_samples_with(&samples, settings.max_features, settings.batched)
+        })
+    };
+    Ok(Some(VersionDrift::new(
+        &handle.model,
+        &handle.version_label,
+        reference,
+        settings,
+    )))
 }
 
 /// Label names: a letter, then letters, digits, `_`, `-`, `.`; at most 64.
