@@ -188,6 +188,45 @@ def write_golden(version_dir, cases, budget=None, tolerance=None):
         (version_dir / "validation/budget.json").write_text(json.dumps(budget) + "\n")
 
 
+def write_profile(version_dir, inputs, max_features=32):
+    """A drift reference profile (validation/profile.json, Switchyard's `switchyard-drift-profile/1` format) from
+    reference input rows and the outputs the onnx reference evaluator computes for them: per feature, 10 quantile
+    bins and the share of the rows in each; for class-score outputs, the argmax class shares."""
+    import json
+
+    model_path = version_dir / "model.onnx"
+    m = onnx.load(model_path)
+    ref = ReferenceEvaluator(m)
+    results = ref.run(None, inputs)
+    names = {TensorProto.FLOAT: "FP32"}
+
+    def features(rows):
+        out = []
+        for i in range(rows.shape[1]):
+            col = rows[:, i].astype(np.float64)
+            edges = np.unique(np.quantile(col, np.linspace(0.1, 0.9, 9)))
+            counts = np.bincount(np.searchsorted(edges, col, side="left"), minlength=len(edges) + 1)
+            out.append({"feature": str(i), "count": len(col), "mean": float(col.mean()), "std": float(col.std()),
+                        "edges": edges.tolist(), "proportions": (counts / len(col)).tolist()})
+        return out
+
+    tensors = []
+    for vi, (name, rows) in zip(m.graph.input, inputs.items()):
+        tensors.append({"name": name, "role": "input", "datatype": names[vi.type.tensor_type.elem_type],
+                        "features": features(rows.reshape(len(rows), -1))})
+    for vo, rows in zip(m.graph.output, results):
+        rows = np.asarray(rows).reshape(len(rows), -1)
+        t = {"name": vo.name, "role": "output", "datatype": names[vo.type.tensor_type.elem_type],
+             "features": features(rows)}
+        if 2 <= rows.shape[1] <= 1000:
+            t["classes"] = (np.bincount(rows.argmax(axis=1), minlength=rows.shape[1]) / len(rows)).tolist()
+        tensors.append(t)
+    profile = {"format": "switchyard-drift-profile/1", "max_features": max_features, "batched": True,
+               "samples": len(next(iter(inputs.values()))), "tensors": tensors}
+    (version_dir / "validation").mkdir(parents=True, exist_ok=True)
+    (version_dir / "validation/profile.json").write_text(json.dumps(profile) + "\n")
+
+
 def write_examples(repo):
     io = [("INPUT0", "TYPE_INT32", [16]), ("INPUT1", "TYPE_INT32", [16])]
     out = [("OUTPUT0", "TYPE_INT32", [16]), ("OUTPUT1", "TYPE_INT32", [16])]
@@ -209,6 +248,10 @@ def write_examples(repo):
         "dynamic_batching { max_queue_delay_microseconds: 100 }\n"
         "instance_group [ { kind: KIND_CPU, count: 1 } ]\n"
         'parameters { key: "intra_op_thread_count" value: { string_value: "1" } }\n'
+        "# Prediction log: one request in ten, when the server runs with --prediction-log-dir or --prediction-log-url.\n"
+        'parameters { key: "prediction_log.sample_rate" value: { string_value: "0.1" } }\n'
+        "# Drift: PSI against validation/profile.json over windows of 1000 rows.\n"
+        'parameters { key: "drift.window" value: { string_value: "1000" } }\n'
     )
     write_config(repo / "classifier/config.pbtxt", "classifier", 32,
                  [("features", "TYPE_FP32", [16])], [("probabilities", "TYPE_FP32", [4])], extra)
@@ -218,6 +261,8 @@ def write_examples(repo):
         ("row", {"features": rng.standard_normal((1, 16)).astype(np.float32)}, "FP32"),
         ("batch4", {"features": rng.standard_normal((4, 16)).astype(np.float32)}, "FP32"),
     ], budget={"p99_ms": 50, "requests": 50}, tolerance={"absolute": 1e-5, "relative": 1e-4})
+    # Drift reference: what the classifier's traffic is expected to look like (features ~ N(0, 1)).
+    write_profile(repo / "classifier/1", {"features": rng.standard_normal((5000, 16)).astype(np.float32)})
 
 
 def write_bench(repo):

@@ -207,6 +207,28 @@ def test_simple_versions(tp, version):
     np.testing.assert_array_equal(result.as_numpy("OUTPUT1"), a - b)
 
 
+def set_label(server, model, label, version):
+    import json
+    import urllib.request
+    req = urllib.request.Request(f"http://{server.http_url}/v2/models/{model}/labels/{label}", method="PUT",
+                                 data=json.dumps({"version": version}).encode(),
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.loads(r.read())
+
+
+def test_labels_route_unmodified_clients(tp, server):
+    """A version label works wherever tritonclient passes a model_version, on every transport."""
+    assert set_label(server, "simple", "stable", "1")["labels"]["stable"] == 1
+    a, b = ints([1, 16], 7), ints([1, 16], 8)
+    result = tp.infer("simple", simple_tensors(a, b), ["OUTPUT0"], version="stable", request_id="l")
+    assert tp.response(result)[:2] == ("l", "1")
+    np.testing.assert_array_equal(result.as_numpy("OUTPUT0"), a + b)
+    assert tp.client.is_model_ready("simple", "stable")
+    with pytest.raises(InferenceServerException):
+        tp.infer("simple", simple_tensors(a, b), ["OUTPUT0"], version="no-such-label")
+
+
 def test_simple_batch(tp):
     a, b = ints([3, 16], 7), ints([3, 16], 8)
     result = tp.infer("simple", simple_tensors(a, b), ["OUTPUT0", "OUTPUT1"])
