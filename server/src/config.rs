@@ -152,6 +152,9 @@ pub struct Config {
           default_missing_value = "true", action = clap::ArgAction::Set)]
     pub metrics_triton_names: bool,
 
+    /// Collect and serve Prometheus metrics (Triton's flag); `false` turns every metric into a no-op.
+    #[arg(long, env = "SWITCHYARD_ALLOW_METRICS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub allow_metrics: bool,
     /// Prediction log: directory of the JSONL files (models opt in with
     /// `prediction_log.*` config parameters).
     #[arg(long, env = "SWITCHYARD_PREDICTION_LOG_DIR")]

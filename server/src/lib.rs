@@ -41,6 +41,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context;
+use axum::response::IntoResponse;
 use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -122,7 +123,10 @@ impl Server {
 
     /// Starts serving on already-bound listeners.
     pub fn start_on(config: Config, listeners: Listeners) -> anyhow::Result<Server> {
-        let prometheus = metrics::install_with(&config.metrics_settings());
+        // Without --allow-metrics no recorder is installed: every metric is a no-op.
+        let prometheus = config
+            .allow_metrics
+            .then(|| metrics::install_with(&config.metrics_settings()));
         let service = Service::new(&config)?;
         let http_addr = listeners.http.local_addr()?;
         let admin_addr = listeners.admin.as_ref().map(|l| l.local_addr()).transpose()?;
@@ -175,7 +179,16 @@ impl Server {
             "/metrics",
             axum::routing::get(move || {
                 let p = prometheus.clone();
-                async move { p.render() }
+                async move {
+                    match p {
+                        Some(p) => p.render().into_response(),
+                        None => (
+                            axum::http::StatusCode::NOT_FOUND,
+                            "metrics are disabled (--allow-metrics false)\n",
+                        )
+                            .into_response(),
+                    }
+                }
             }),
         );
         let metrics_task = tokio::spawn(

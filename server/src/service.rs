@@ -528,7 +528,9 @@ impl Service {
                 self.inner.predictions.submit(
                     policy,
                     PredictionRecord {
-                        time: std::time::SystemTime::now(),
+                        time: std::time::SystemTime::now()
+                            .checked_sub(elapsed)
+                            .unwrap_or_else(std::time::SystemTime::now),
                         id,
                         model: handle.model.clone(),
                         version: handle.version_label.clone(),

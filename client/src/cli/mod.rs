@@ -58,6 +58,41 @@ pub enum Command {
     Infer(InferArgs),
     /// Generate load and report throughput and latency, like perf_analyzer.
     Perf(perf::PerfArgs),
+    /// Switchyard (HTTP): print a model's versions, default route and labels.
+    Labels {
+        /// Model name.
+        model: String,
+    },
+    /// Switchyard (HTTP, admin): point a label at a loaded version (`--delete` removes it).
+    Label {
+        /// Model name.
+        model: String,
+        /// Label (`stable`, `canary`, ...), or `default` to pin the default route (`latest` unpins).
+        label: String,
+        /// Version number (or `latest` with `default`).
+        #[arg(required_unless_present = "delete")]
+        version: Option<String>,
+        /// Remove the label.
+        #[arg(long, conflicts_with = "version")]
+        delete: bool,
+        /// Admin token [env: SWITCHYARD_ADMIN_TOKEN].
+        #[arg(long, env = "SWITCHYARD_ADMIN_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+    },
+    /// Switchyard (HTTP, admin): point the default route (or a label) back to the previous version, or to `--to`.
+    Rollback {
+        /// Model name.
+        model: String,
+        /// Roll this label back instead of the default route.
+        #[arg(long)]
+        label: Option<String>,
+        /// Version to go to (default: the previous one that is still loaded).
+        #[arg(long)]
+        to: Option<String>,
+        /// Admin token [env: SWITCHYARD_ADMIN_TOKEN].
+        #[arg(long, env = "SWITCHYARD_ADMIN_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+    },
 }
 
 /// Arguments of `infer`.
@@ -139,7 +174,48 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Infer(args) => infer(&Conn::connect(protocol, url).await?, args).await,
         // The load generator opens its own connections.
         Command::Perf(args) => perf::run(protocol, url, args).await,
+        Command::Labels { model } => print_json(admin_client(url, None)?.labels(&model).await?),
+        Command::Label {
+            model,
+            label,
+            version,
+            delete,
+            token,
+        } => {
+            let c = admin_client(url, token.as_deref())?;
+            print_json(match (delete, label.as_str(), version.as_deref()) {
+                (true, "default", _) => c.set_default(&model, "latest").await?,
+                (true, _, _) => c.delete_label(&model, &label).await?,
+                (false, "default", Some(v)) => c.set_default(&model, v).await?,
+                (false, _, Some(v)) => c.set_label(&model, &label, v).await?,
+                (false, _, None) => anyhow::bail!("a version is needed"),
+            })
+        }
+        Command::Rollback {
+            model,
+            label,
+            to,
+            token,
+        } => print_json(
+            admin_client(url, token.as_deref())?
+                .rollback(&model, label.as_deref(), to.as_deref())
+                .await?,
+        ),
     }
+}
+
+/// The label and rollback API is Switchyard's own, over HTTP.
+fn admin_client(url: Option<&str>, token: Option<&str>) -> Result<HttpClient> {
+    let c = HttpClient::new(url.unwrap_or(default_url(Protocol::Http)))?;
+    Ok(match token {
+        Some(t) => c.with_admin_token(t),
+        None => c,
+    })
+}
+
+fn print_json(v: serde_json::Value) -> Result<ExitCode> {
+    println!("{}", serde_json::to_string_pretty(&v)?);
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn ready(conn: &Conn) -> Result<ExitCode> {

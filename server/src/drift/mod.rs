@@ -545,9 +545,31 @@ fn global_sender() -> SyncSender<Job> {
 
 /// Starts a worker thread draining `rx` (if it cannot start, sends fail and count as drops).
 fn spawn_worker(rx: Receiver<Job>) {
+    // While samples flow the worker drains the queue every few milliseconds
+    // instead of blocking on it, so a request never has to wake it (no futex
+    // call or context switch per sample); idle for a second, it blocks again.
     let started = std::thread::Builder::new().name("sy-drift".into()).spawn(move || {
-        while let Ok(job) = rx.recv() {
+        const LINGER: std::time::Duration = std::time::Duration::from_secs(1);
+        const TICK: std::time::Duration = std::time::Duration::from_millis(5);
+        'blocking: while let Ok(job) = rx.recv() {
             run_job(job);
+            let mut last = std::time::Instant::now();
+            loop {
+                loop {
+                    match rx.try_recv() {
+                        Ok(job) => {
+                            run_job(job);
+                            last = std::time::Instant::now();
+                        }
+                        Err(std::sync::mpsc::TryRecvError::Empty) => break,
+                        Err(std::sync::mpsc::TryRecvError::Disconnected) => break 'blocking,
+                    }
+                }
+                if last.elapsed() >= LINGER {
+                    continue 'blocking;
+                }
+                std::thread::sleep(TICK);
+            }
         }
     });
     if let Err(e) = started {

@@ -50,7 +50,7 @@ mod json;
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -530,22 +530,47 @@ fn run_sink<S: Sink>(mut sink: S, rx: Receiver<Msg>, progress: &Progress) {
     let mut published: u64 = 0;
     let mut dirty = false;
     let mut last_flush = Instant::now();
+    let mut last_record = Instant::now().checked_sub(ACTIVE_LINGER).unwrap_or_else(Instant::now);
     loop {
-        let wait = if dirty {
-            FLUSH_INTERVAL.saturating_sub(last_flush.elapsed())
+        // While records flow, drain the queue every DRAIN_INTERVAL instead of
+        // blocking on it: a blocked receiver is woken by every submit (a futex
+        // call on the request path and a context switch per record); a
+        // sleeping one is never woken. Idle, it blocks until the next record.
+        let active = last_record.elapsed() < ACTIVE_LINGER;
+        let first = if active {
+            std::thread::sleep(DRAIN_INTERVAL);
+            None
         } else {
-            Duration::from_secs(3600)
+            let wait = if dirty {
+                FLUSH_INTERVAL.saturating_sub(last_flush.elapsed())
+            } else {
+                Duration::from_secs(3600)
+            };
+            Some(rx.recv_timeout(wait))
         };
-        let disconnected = match rx.recv_timeout(wait) {
+        let mut disconnected = false;
+        let mut take = |msg: Result<Msg, RecvTimeoutError>| match msg {
             Ok(Msg::Job(job)) => {
                 sink.handle(&job);
                 handled += 1;
                 dirty = true;
+                last_record = Instant::now();
+                true
+            }
+            Ok(Msg::Wake) => true,
+            Err(RecvTimeoutError::Timeout) => false,
+            Err(RecvTimeoutError::Disconnected) => {
+                disconnected = true;
                 false
             }
-            Ok(Msg::Wake) | Err(RecvTimeoutError::Timeout) => false,
-            Err(RecvTimeoutError::Disconnected) => true,
         };
+        let mut more = first.is_none_or(&mut take);
+        while more {
+            more = take(rx.try_recv().map_err(|e| match e {
+                TryRecvError::Empty => RecvTimeoutError::Timeout,
+                TryRecvError::Disconnected => RecvTimeoutError::Disconnected,
+            }));
+        }
         let flush_waits = progress.wanted.load(Ordering::SeqCst) > published;
         if disconnected || flush_waits || (dirty && last_flush.elapsed() >= FLUSH_INTERVAL) {
             if dirty {
@@ -563,6 +588,11 @@ fn run_sink<S: Sink>(mut sink: S, rx: Receiver<Msg>, progress: &Progress) {
         }
     }
 }
+
+/// How long a sink thread keeps polling after the last record.
+const ACTIVE_LINGER: Duration = Duration::from_secs(1);
+/// Polling period of a sink thread while records flow.
+const DRAIN_INTERVAL: Duration = Duration::from_millis(5);
 
 thread_local! {
     static RNG: std::cell::Cell<u64> = std::cell::Cell::new(seed());
