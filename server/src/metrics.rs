@@ -191,7 +191,7 @@ pub fn install_with(settings: &MetricsSettings) -> MetricsHandle {
                 .name("sy-metrics-upkeep".into())
                 .spawn(move || {
                     loop {
-                        std::thread::sleep(Duration::from_secs(5));
+                        std::thread::sleep(Duration::from_secs(1));
                         upkeep.run_upkeep();
                         update_process_metrics();
                     }
