@@ -155,6 +155,14 @@ pub struct Config {
     /// Collect and serve Prometheus metrics (Triton's flag); `false` turns every metric into a no-op.
     #[arg(long, env = "SWITCHYARD_ALLOW_METRICS", default_value_t = true, action = clap::ArgAction::Set)]
     pub allow_metrics: bool,
+    /// Export a span per inference request over OTLP/HTTP (JSON) to this
+    /// http:// endpoint (e.g. an OpenTelemetry Collector on :4318); requests
+    /// without a `traceparent` start a new trace.
+    #[arg(long, env = "SWITCHYARD_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+    /// `service.name` of the exported spans.
+    #[arg(long, env = "SWITCHYARD_OTLP_SERVICE_NAME", default_value = "switchyard")]
+    pub otlp_service_name: String,
     /// Prediction log: directory of the JSONL files (models opt in with
     /// `prediction_log.*` config parameters).
     #[arg(long, env = "SWITCHYARD_PREDICTION_LOG_DIR")]

@@ -26,6 +26,7 @@ pub mod http;
 pub mod lifecycle;
 pub mod metrics;
 pub mod model;
+pub mod otlp;
 pub mod predlog;
 pub mod registry;
 pub mod repository;

@@ -161,6 +161,7 @@ struct Inner {
     registry: Arc<Registry>,
     admin: AdminAuth,
     predictions: PredictionLog,
+    otlp: crate::otlp::Exporter,
     ready: AtomicBool,
     shutting_down: AtomicBool,
 }
@@ -216,9 +217,14 @@ impl Service {
             source: format!("http://{}:{}/", config.http_address, config.http_port),
             ..PredictionLogSettings::default()
         })?;
+        let otlp = match &config.otlp_endpoint {
+            Some(e) => crate::otlp::Exporter::start(e, &config.otlp_service_name)?,
+            None => crate::otlp::Exporter::disabled(),
+        };
         Ok(Service {
             inner: Arc::new(Inner {
                 predictions,
+                otlp,
                 repo: config.model_repository.clone(),
                 control_mode: config.model_control_mode,
                 max_tensor_elements: config.max_tensor_elements,
@@ -499,7 +505,13 @@ impl Service {
             let label = request.version.clone().filter(|v| v.parse::<i64>().is_err());
             (request.inputs.clone(), request.id.clone(), label)
         });
-        let trace = request.trace.map(|t| t.child());
+        let parent = request.trace;
+        let trace = match parent {
+            Some(p) => Some(p.child()),
+            None if self.inner.otlp.enabled() => Some(TraceContext::root()),
+            None => None,
+        };
+        let span_id_of_request = self.inner.otlp.enabled().then(|| request.id.clone());
         let span = match (&trace, &request.trace) {
             (Some(t), Some(parent)) => tracing::debug_span!("infer", model = %handle.model, version = handle.version,
                 id = %request.id, trace_id = %t.trace_id_hex(), span_id = %t.span_id_hex(),
@@ -518,6 +530,31 @@ impl Service {
                 handle.stats.fail.record(elapsed);
                 handle.metrics.failure(protocol, e.kind, elapsed.as_secs_f64());
             }
+        }
+        if let (Some(t), Some(id)) = (trace.filter(TraceContext::sampled), span_id_of_request) {
+            let end = std::time::SystemTime::now();
+            let mut attributes = vec![
+                ("model", handle.model.clone()),
+                ("model.version", handle.version_label.clone()),
+                ("request.id", id),
+                ("protocol", protocol.label().to_string()),
+            ];
+            if let Ok(r) = &result {
+                let us = |d: Duration| d.as_micros().to_string();
+                attributes.extend([
+                    ("queue_us", us(r.timings.queue)),
+                    ("compute_infer_us", us(r.timings.compute_infer)),
+                    ("batch_rows", r.timings.batch_rows.to_string()),
+                ]);
+            }
+            self.inner.otlp.export(crate::otlp::SpanData {
+                context: t,
+                parent: parent.map(|p| p.span_id),
+                start: end.checked_sub(elapsed).unwrap_or(end),
+                end,
+                attributes,
+                error: result.as_ref().err().map(|e| e.message.clone()),
+            });
         }
         if let Some((inputs, id, label)) = observed {
             let outputs = result.as_ref().map(|r| r.outputs.clone()).unwrap_or_default();

@@ -68,6 +68,24 @@ impl TraceContext {
         }
     }
 
+    /// A new trace (sampled) for a request that came without one, when traces are exported.
+    pub fn root() -> TraceContext {
+        let (a, b) = (new_span_id(), new_span_id());
+        let mut trace_id = [0u8; 16];
+        trace_id[..8].copy_from_slice(&a);
+        trace_id[8..].copy_from_slice(&b);
+        TraceContext {
+            trace_id,
+            span_id: new_span_id(),
+            flags: 1,
+        }
+    }
+
+    /// Whether the caller sampled this trace (flag bit 0).
+    pub fn sampled(&self) -> bool {
+        self.flags & 1 == 1
+    }
+
     /// The trace id in hex.
     pub fn trace_id_hex(&self) -> String {
         hex(&self.trace_id)

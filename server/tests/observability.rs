@@ -702,3 +702,96 @@ async fn traceparent_round_trips_on_http_and_grpc() {
     assert!(resp.metadata().get("traceparent").is_none());
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn otlp_exports_one_span_per_request_in_the_callers_trace() {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Value>();
+    let app = axum::Router::new().route(
+        "/v1/traces",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send(serde_json::from_slice(&body).unwrap_or(Value::Null));
+                axum::http::StatusCode::OK
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let repo = temp_repo(&["simple"]);
+    let s = TestServer::start(repo.path(), move |c| c.otlp_endpoint = Some(endpoint)).await;
+    let (a, b) = simple_row(4);
+    // With the caller's traceparent (HTTP) ...
+    let (status, headers, _) = s
+        .http
+        .post_raw(
+            "/v2/models/simple/infer",
+            &[("content-type", "application/json"), ("traceparent", TRACEPARENT)],
+            simple_json("otlp-1", &a, &b),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    let (_, server_span) = trace_parts(headers.get("traceparent").unwrap().to_str().unwrap());
+    // ... and without one (gRPC): a new trace.
+    s.grpc
+        .infer("simple", &simple_inputs(&a, &b), &opts_with_id("otlp-2"))
+        .await
+        .unwrap();
+
+    let mut spans: Vec<Value> = Vec::new();
+    let deadline = Instant::now() + WAIT;
+    while spans.len() < 2 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let body = tokio::time::timeout(left, rx.recv())
+            .await
+            .expect("spans exported in time")
+            .unwrap();
+        assert_eq!(
+            body["resourceSpans"][0]["resource"]["attributes"][0]["value"]["stringValue"],
+            "switchyard"
+        );
+        spans.extend(
+            body["resourceSpans"][0]["scopeSpans"][0]["spans"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .cloned(),
+        );
+    }
+    let attr = |span: &Value, key: &str| {
+        span["attributes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["key"] == key)
+            .map(|a| a["value"]["stringValue"].as_str().unwrap().to_string())
+    };
+    let traced = spans
+        .iter()
+        .find(|s| attr(s, "request.id").as_deref() == Some("otlp-1"))
+        .unwrap();
+    assert_eq!(traced["traceId"], TRACE_ID);
+    assert_eq!(traced["parentSpanId"], PARENT_SPAN);
+    assert_eq!(
+        traced["spanId"],
+        server_span.as_str(),
+        "the exported span is the one returned to the caller"
+    );
+    assert_eq!(traced["kind"], 2);
+    assert_eq!(attr(traced, "model").as_deref(), Some("simple"));
+    assert!(attr(traced, "batch_rows").is_some());
+    let start: u128 = traced["startTimeUnixNano"].as_str().unwrap().parse().unwrap();
+    let end: u128 = traced["endTimeUnixNano"].as_str().unwrap().parse().unwrap();
+    assert!(start > 0 && end > start);
+    let root = spans
+        .iter()
+        .find(|s| attr(s, "request.id").as_deref() == Some("otlp-2"))
+        .unwrap();
+    assert_ne!(root["traceId"], TRACE_ID);
+    assert!(root.get("parentSpanId").is_none());
+    assert_eq!(attr(root, "protocol").as_deref(), Some("grpc"));
+    s.stop().await;
+}
