@@ -6,7 +6,8 @@
 #
 #   benches/observability.sh [MODEL_DIR]      (default benches/models/mlp; `models/generate.py --bench` writes it)
 #
-# VARIANTS (default "off on"): off = --allow-metrics false and no log; on = metrics + log with payloads;
+# VARIANTS (default "off on"): off = --allow-metrics false and no log; on = metrics + log with payloads (sink
+# threads at the lowest priority, the default); full = the same with --prediction-log-low-priority false;
 # metrics = metrics only; log = log with payloads, no metrics; meta = metrics + log without payloads.
 # Environment: PROTOCOL (grpc|http, default grpc), CONCURRENCY (32), SECONDS_PER_POINT (8), ROUNDS (3),
 # SERVER_CPUS (0), CLIENT_CPUS (1), OUT (default target/observability).
@@ -42,12 +43,13 @@ parameters { key: "intra_op_thread_count" value: { string_value: "1" } }
 CFG
   case "$variant" in
     on) extra=(--prediction-log-dir "$logdir") ;;
+    full) extra=(--prediction-log-dir "$logdir" --prediction-log-low-priority false) ;;
     log) extra=(--prediction-log-dir "$logdir" --allow-metrics false) ;;
     meta) extra=(--prediction-log-dir "$logdir") ;;
     metrics) extra=() ;;
     off) extra=(--allow-metrics false) ;;
   esac
-  if [ "$variant" = on ] || [ "$variant" = log ] || [ "$variant" = meta ]; then
+  if [ "$variant" = on ] || [ "$variant" = full ] || [ "$variant" = log ] || [ "$variant" = meta ]; then
     echo 'parameters { key: "prediction_log.sample_rate" value: { string_value: "1.0" } }' >> "$repo/$model/config.pbtxt"
   fi
   if [ "$variant" = meta ]; then
@@ -64,10 +66,10 @@ CFG
   # CPU time of the server process per inference (less sensitive to a noisy neighbour than throughput).
   awk '{print $14 + $15}' "/proc/$pid/stat" > "$out/$variant-$round.ticks"
   curl -s "127.0.0.1:$port/v2/models/$model/stats" > "$out/$variant-$round.stats.json"
-  if [ "$variant" = on ]; then
+  if [ "$variant" = on ] || [ "$variant" = full ]; then
     curl -s "127.0.0.1:$((port + 2))/metrics" | grep -E '^switchyard_prediction_log_(records|dropped)_total' \
-      > "$out/on-$round.predlog.txt" || true
-    du -sb "$logdir" | cut -f1 > "$out/on-$round.logbytes"
+      > "$out/$variant-$round.predlog.txt" || true
+    du -sb "$logdir" | cut -f1 > "$out/$variant-$round.logbytes"
   fi
   kill "$pid"; wait "$pid" 2>/dev/null || true
   rm -rf "$repo" "$logdir"
@@ -89,10 +91,9 @@ for r in range(rounds):
     cells = [f"{v} {rows[v][r]['throughput_infer_per_s']:.0f} inf/s (p99 {rows[v][r]['latency_us']['p99']:.0f} us)"
              for v in variants]
     print(f"round {r + 1}: " + ", ".join(cells))
-    try:
-        print("   prediction log (on): " + " ".join(open(f"{out}/on-{r + 1}.predlog.txt").read().split()))
-    except OSError:
-        pass
+    for v in ("on", "full"):
+        if v in variants:
+            print(f"   prediction log ({v}): " + " ".join(open(f"{out}/{v}-{r + 1}.predlog.txt").read().split()))
 import os
 hz = os.sysconf("SC_CLK_TCK")
 def cpu_us(v, r):

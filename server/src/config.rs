@@ -181,6 +181,11 @@ pub struct Config {
     #[arg(long, env = "SWITCHYARD_PREDICTION_LOG_QUEUE", default_value_t = 4096,
           value_parser = clap::builder::TypedValueParser::map(clap::value_parser!(u32).range(1..), |v| v as usize))]
     pub prediction_log_queue: usize,
+    /// Prediction log: run the sink threads at the lowest CPU priority (records
+    /// are dropped, and counted, when inference leaves no idle CPU); `false`
+    /// writes every record at the cost of inference throughput.
+    #[arg(long, env = "SWITCHYARD_PREDICTION_LOG_LOW_PRIORITY", default_value_t = true, action = clap::ArgAction::Set)]
+    pub prediction_log_low_priority: bool,
 
     /// Log format.
     #[arg(long, env = "SWITCHYARD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]

@@ -377,3 +377,12 @@ async fn poll_once(service: &Service, repo: &std::path::Path, seen: &mut BTreeMa
         }
     }
 }
+
+/// Lowers the calling thread to the lowest scheduling priority (nice 19):
+/// background work (prediction-log sinks, drift analysis, span export) then
+/// takes only CPU that inference leaves idle. Best effort: a refusal is logged.
+pub fn background_priority(what: &str) {
+    if let Err(e) = thread_priority::set_current_thread_priority(thread_priority::ThreadPriority::Min) {
+        tracing::debug!(thread = what, error = ?e, "cannot lower the thread's priority");
+    }
+}

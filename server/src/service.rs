@@ -214,6 +214,7 @@ impl Service {
             max_files: config.prediction_log_max_files,
             url: config.prediction_log_url.clone(),
             queue_capacity: config.prediction_log_queue,
+            low_priority: config.prediction_log_low_priority,
             source: format!("http://{}:{}/", config.http_address, config.http_port),
             ..PredictionLogSettings::default()
         })?;

@@ -549,6 +549,7 @@ fn spawn_worker(rx: Receiver<Job>) {
     // instead of blocking on it, so a request never has to wake it (no futex
     // call or context switch per sample); idle for a second, it blocks again.
     let started = std::thread::Builder::new().name("sy-drift".into()).spawn(move || {
+        crate::background_priority("drift");
         const LINGER: std::time::Duration = std::time::Duration::from_secs(1);
         const TICK: std::time::Duration = std::time::Duration::from_millis(5);
         'blocking: while let Ok(job) = rx.recv() {

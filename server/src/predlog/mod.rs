@@ -108,6 +108,10 @@ pub struct PredictionLogSettings {
     pub http_timeout: Duration,
     /// CloudEvents `source`, e.g. `http://host:8000/`.
     pub source: String,
+    /// Run the sink threads at the lowest priority (default): they use only
+    /// CPU that inference leaves idle, and on a saturated machine records are
+    /// dropped (and counted) rather than slowing requests.
+    pub low_priority: bool,
 }
 
 impl Default for PredictionLogSettings {
@@ -121,6 +125,7 @@ impl Default for PredictionLogSettings {
             http_retries: 3,
             http_timeout: Duration::from_secs(2),
             source: "/switchyard".to_string(),
+            low_priority: true,
         }
     }
 }
@@ -365,14 +370,22 @@ impl PredictionLog {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("cannot create the prediction log directory {}", dir.display()))?;
             let sink = file::FileSink::new(dir.clone(), settings.max_file_bytes, settings.max_files, stats.clone());
-            sinks.push(spawn_sink("file", settings.queue_capacity, move || Ok(sink))?);
+            sinks.push(spawn_sink(
+                "file",
+                settings.queue_capacity,
+                settings.low_priority,
+                move || Ok(sink),
+            )?);
         }
         if let Some(url) = &settings.url {
             let config = http::HttpSinkConfig::new(url, &settings)?;
             let stats = stats.clone();
-            sinks.push(spawn_sink("http", settings.queue_capacity, move || {
-                http::HttpSink::new(config, stats)
-            })?);
+            sinks.push(spawn_sink(
+                "http",
+                settings.queue_capacity,
+                settings.low_priority,
+                move || http::HttpSink::new(config, stats),
+            )?);
         }
         if sinks.is_empty() {
             return Ok(PredictionLog::disabled());
@@ -481,6 +494,7 @@ impl PredictionLog {
 fn spawn_sink<S: Sink>(
     name: &'static str,
     capacity: usize,
+    low_priority: bool,
     make: impl FnOnce() -> anyhow::Result<S> + Send + 'static,
 ) -> anyhow::Result<SinkHandle> {
     let (tx, rx) = mpsc::sync_channel(capacity);
@@ -495,14 +509,19 @@ fn spawn_sink<S: Sink>(
     let (ready_tx, ready_rx) = mpsc::sync_channel(1);
     std::thread::Builder::new()
         .name(format!("predlog-{name}"))
-        .spawn(move || match make() {
-            Ok(sink) => {
-                let _ = ready_tx.send(Ok(()));
-                run_sink(sink, rx, &p);
+        .spawn(move || {
+            if low_priority {
+                crate::background_priority("prediction log");
             }
-            Err(e) => {
-                p.alive.store(false, Ordering::SeqCst);
-                let _ = ready_tx.send(Err(e));
+            match make() {
+                Ok(sink) => {
+                    let _ = ready_tx.send(Ok(()));
+                    run_sink(sink, rx, &p);
+                }
+                Err(e) => {
+                    p.alive.store(false, Ordering::SeqCst);
+                    let _ = ready_tx.send(Err(e));
+                }
             }
         })
         .context("cannot start a prediction log thread")?;

@@ -12,7 +12,7 @@ use switchyard_proto::inference::ModelParameter;
 use super::*;
 use crate::tensor::{DataType, TensorData};
 
-const WAIT: Duration = Duration::from_secs(10);
+const WAIT: Duration = Duration::from_secs(30);
 
 fn f32_tensor(name: &str, values: &[f32]) -> Tensor {
     Tensor {
