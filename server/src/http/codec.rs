@@ -441,35 +441,41 @@ impl Serialize for JsonData<'_> {
                     seq.serialize_element(&String::from_utf8_lossy(e))?;
                 }
             }
-            TensorData::Fixed(b) => {
-                macro_rules! each {
-                    ($n:literal, $conv:expr) => {
-                        for c in b.chunks_exact($n) {
-                            let arr: [u8; $n] = c.try_into().expect("chunks_exact yields full chunks");
-                            seq.serialize_element(&$conv(arr))?;
-                        }
-                    };
-                }
-                match t.datatype {
-                    DataType::Bool => each!(1, |a: [u8; 1]| a[0] != 0),
-                    DataType::Uint8 => each!(1, u8::from_le_bytes),
-                    DataType::Int8 => each!(1, i8::from_le_bytes),
-                    DataType::Uint16 => each!(2, u16::from_le_bytes),
-                    DataType::Int16 => each!(2, i16::from_le_bytes),
-                    DataType::Fp16 => each!(2, |a| half::f16::from_le_bytes(a).to_f32()),
-                    DataType::Bf16 => each!(2, |a| half::bf16::from_le_bytes(a).to_f32()),
-                    DataType::Uint32 => each!(4, u32::from_le_bytes),
-                    DataType::Int32 => each!(4, i32::from_le_bytes),
-                    DataType::Fp32 => each!(4, f32::from_le_bytes),
-                    DataType::Uint64 => each!(8, u64::from_le_bytes),
-                    DataType::Int64 => each!(8, i64::from_le_bytes),
-                    DataType::Fp64 => each!(8, f64::from_le_bytes),
-                    DataType::Bytes => {}
-                }
-            }
+            TensorData::Fixed(b) => serialize_fixed(&mut seq, t.datatype, b)?,
         }
         seq.end()
     }
+}
+
+/// Appends the elements of a fixed-size buffer to a JSON sequence as numbers
+/// (booleans as `true`/`false`, FP16/BF16 widened to f32), straight from the
+/// little-endian bytes. BYTES buffers add nothing here: callers handle them.
+pub(crate) fn serialize_fixed<S: SerializeSeq>(seq: &mut S, datatype: DataType, b: &[u8]) -> Result<(), S::Error> {
+    macro_rules! each {
+        ($n:literal, $conv:expr) => {
+            for c in b.chunks_exact($n) {
+                let arr: [u8; $n] = c.try_into().expect("chunks_exact yields full chunks");
+                seq.serialize_element(&$conv(arr))?;
+            }
+        };
+    }
+    match datatype {
+        DataType::Bool => each!(1, |a: [u8; 1]| a[0] != 0),
+        DataType::Uint8 => each!(1, u8::from_le_bytes),
+        DataType::Int8 => each!(1, i8::from_le_bytes),
+        DataType::Uint16 => each!(2, u16::from_le_bytes),
+        DataType::Int16 => each!(2, i16::from_le_bytes),
+        DataType::Fp16 => each!(2, |a| half::f16::from_le_bytes(a).to_f32()),
+        DataType::Bf16 => each!(2, |a| half::bf16::from_le_bytes(a).to_f32()),
+        DataType::Uint32 => each!(4, u32::from_le_bytes),
+        DataType::Int32 => each!(4, i32::from_le_bytes),
+        DataType::Fp32 => each!(4, f32::from_le_bytes),
+        DataType::Uint64 => each!(8, u64::from_le_bytes),
+        DataType::Int64 => each!(8, i64::from_le_bytes),
+        DataType::Fp64 => each!(8, f64::from_le_bytes),
+        DataType::Bytes => {}
+    }
+    Ok(())
 }
 
 /// An encoded response body and, when it carries binary data, the length of its JSON header.

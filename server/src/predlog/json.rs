@@ -252,33 +252,9 @@ impl Serialize for Data<'_> {
                     seq.serialize_element(&BytesElement(e))?;
                 }
             }
-            TensorData::Fixed(b) => {
-                macro_rules! each {
-                    ($n:literal, $conv:expr) => {
-                        for c in b.chunks_exact($n) {
-                            let arr: [u8; $n] = c.try_into().expect("chunks_exact yields full chunks");
-                            seq.serialize_element(&$conv(arr))?;
-                        }
-                    };
-                }
-                match t.datatype {
-                    DataType::Bool => each!(1, |a: [u8; 1]| a[0] != 0),
-                    DataType::Uint8 => each!(1, u8::from_le_bytes),
-                    DataType::Int8 => each!(1, i8::from_le_bytes),
-                    DataType::Uint16 => each!(2, u16::from_le_bytes),
-                    DataType::Int16 => each!(2, i16::from_le_bytes),
-                    DataType::Fp16 => each!(2, |a| half::f16::from_le_bytes(a).to_f32()),
-                    DataType::Bf16 => each!(2, |a| half::bf16::from_le_bytes(a).to_f32()),
-                    DataType::Uint32 => each!(4, u32::from_le_bytes),
-                    DataType::Int32 => each!(4, i32::from_le_bytes),
-                    DataType::Fp32 => each!(4, f32::from_le_bytes),
-                    DataType::Uint64 => each!(8, u64::from_le_bytes),
-                    DataType::Int64 => each!(8, i64::from_le_bytes),
-                    DataType::Fp64 => each!(8, f64::from_le_bytes),
-                    // Raw BYTES (length-prefixed) in a fixed buffer: logged as its hex.
-                    DataType::Bytes => seq.serialize_element(&hex(b))?,
-                }
-            }
+            // Raw BYTES (length-prefixed) in a fixed buffer: logged as its hex.
+            TensorData::Fixed(b) if t.datatype == DataType::Bytes => seq.serialize_element(&hex(b))?,
+            TensorData::Fixed(b) => crate::http::codec::serialize_fixed(&mut seq, t.datatype, b)?,
         }
         seq.end()
     }
