@@ -76,4 +76,8 @@ pub struct SessionSettings {
     pub graph_optimization_level: i32,
     /// Requested device.
     pub device: DeviceRequest,
+    /// Let ONNX Runtime's pool threads spin between work items (its default).
+    /// Off by default here: the server's network and executor threads share the
+    /// cores, and spinning pool threads take CPU from them.
+    pub allow_spinning: bool,
 }

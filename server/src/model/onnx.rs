@@ -158,7 +158,9 @@ fn configure(env: &Environment, s: &SessionSettings) -> ort::Result<SessionBuild
     };
     let mut b = Session::builder(env)?
         .with_optimization_level(level)?
-        .with_parallel_execution(s.parallel_execution)?;
+        .with_parallel_execution(s.parallel_execution)?
+        .with_intra_op_spinning(s.allow_spinning)?
+        .with_inter_op_spinning(s.allow_spinning)?;
     if s.intra_op_threads > 0 {
         b = b.with_intra_threads(s.intra_op_threads)?;
     }

@@ -366,6 +366,7 @@ pub fn session_settings(config: &ModelConfig, available_cores: usize) -> Result<
         parallel_execution,
         graph_optimization_level,
         device,
+        allow_spinning: param("allow_spinning").is_some_and(|v| v == "true" || v == "1"),
     })
 }
 
@@ -492,11 +493,17 @@ mod tests {
         let c = parse_text(
             r#"instance_group [{ kind: KIND_GPU gpus: [1] }]
                parameters { key: "intra_op_thread_count" value { string_value: "3" } }
-               parameters { key: "allow_cpu_fallback" value { string_value: "true" } }"#,
+               parameters { key: "allow_cpu_fallback" value { string_value: "true" } }
+               parameters { key: "allow_spinning" value { string_value: "true" } }"#,
         )
         .unwrap();
         let s = session_settings(&c, 8).unwrap();
         assert_eq!(s.intra_op_threads, 3);
+        assert!(s.allow_spinning);
+        assert!(
+            !session_settings(&ModelConfig::default(), 8).unwrap().allow_spinning,
+            "off by default"
+        );
         assert_eq!(
             s.device,
             DeviceRequest::Gpu {
