@@ -76,9 +76,56 @@ pub struct Config {
     /// ready as soon as the server listens, even if some model failed).
     #[arg(long, env = "SWITCHYARD_STRICT_READINESS", default_value_t = true, action = clap::ArgAction::Set)]
     pub strict_readiness: bool,
-    /// Seconds in-flight requests get to finish after SIGTERM/SIGINT.
+    /// Seconds in-flight requests get to finish once the listeners stop
+    /// accepting (after the drain period), before the process exits anyway.
     #[arg(long, env = "SWITCHYARD_EXIT_TIMEOUT_SECS", default_value_t = 30)]
     pub exit_timeout_secs: u64,
+    /// Seconds between SIGTERM/SIGINT and closing the listeners: readiness is
+    /// false at once (load balancers and Kubernetes endpoints take the replica
+    /// out), requests keep being served meanwhile. A second signal ends the
+    /// drain early.
+    #[arg(long, env = "SWITCHYARD_SHUTDOWN_DRAIN_SECS", default_value_t = 5)]
+    pub shutdown_drain_secs: u64,
+
+    /// Open connections per listener at most; beyond it a new connection is
+    /// closed at once (plain HTTP: after a 503) and counted. Lowered at start
+    /// to fit the process's file-descriptor limit.
+    #[arg(long, env = "SWITCHYARD_MAX_CONNECTIONS", default_value_t = 1024,
+          value_parser = clap::builder::TypedValueParser::map(clap::value_parser!(u32).range(1..), |v| v as usize))]
+    pub max_connections: usize,
+    /// Close a connection that has had no request in flight for this many
+    /// seconds (0 = never).
+    #[arg(long, env = "SWITCHYARD_CONNECTION_IDLE_TIMEOUT_SECS", default_value_t = 120)]
+    pub connection_idle_timeout_secs: u64,
+    /// HTTP/1: seconds a client has to send a request's headers (slowloris).
+    #[arg(long, env = "SWITCHYARD_HEADER_READ_TIMEOUT_SECS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_read_timeout_secs: u64,
+    /// Longest pause, in seconds, between two pieces of a request body
+    /// (slow or stalled uploads: 408).
+    #[arg(long, env = "SWITCHYARD_BODY_READ_TIMEOUT_SECS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub body_read_timeout_secs: u64,
+    /// Largest request head (HTTP/1) or header list (HTTP/2, gRPC metadata), in bytes.
+    #[arg(long, env = "SWITCHYARD_MAX_HEADER_BYTES", default_value_t = 64 << 10,
+          value_parser = clap::builder::TypedValueParser::map(clap::value_parser!(u32).range(1024..), |v| v as usize))]
+    pub max_header_bytes: usize,
+    /// Most header fields in an HTTP/1 request.
+    #[arg(long, env = "SWITCHYARD_MAX_HEADERS", default_value_t = 100,
+          value_parser = clap::builder::TypedValueParser::map(clap::value_parser!(u32).range(1..=10_000), |v| v as usize))]
+    pub max_headers: usize,
+    /// HTTP/2 streams (concurrent requests) one connection may have open, on
+    /// the HTTP and gRPC listeners; clients queue beyond it.
+    #[arg(long, env = "SWITCHYARD_HTTP2_MAX_CONCURRENT_STREAMS", default_value_t = 200,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub http2_max_concurrent_streams: u32,
+    /// Seconds between HTTP/2 keep-alive pings to a connection's peer (0 = no pings).
+    #[arg(long, env = "SWITCHYARD_HTTP2_KEEPALIVE_INTERVAL_SECS", default_value_t = 60)]
+    pub http2_keepalive_interval_secs: u64,
+    /// Seconds a keep-alive ping may go unanswered before the connection is closed.
+    #[arg(long, env = "SWITCHYARD_HTTP2_KEEPALIVE_TIMEOUT_SECS", default_value_t = 20,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub http2_keepalive_timeout_secs: u64,
 
     /// ONNX Runtime shared library (`libonnxruntime.so`). When absent, looked up
     /// in `ORT_DYLIB_PATH`, next to the executable, then in `.ort/lib/` of the
@@ -96,6 +143,15 @@ pub struct Config {
     /// Largest gRPC message accepted or sent, in bytes (larger: RESOURCE_EXHAUSTED).
     #[arg(long, env = "SWITCHYARD_GRPC_MAX_MESSAGE_BYTES", default_value_t = 64 << 20)]
     pub grpc_max_message_bytes: usize,
+    /// Largest model file read from the repository, in bytes (larger: the
+    /// version is refused).
+    #[arg(long, env = "SWITCHYARD_MAX_MODEL_FILE_BYTES", default_value_t = crate::repository::files::DEFAULT_MAX_MODEL_FILE_BYTES)]
+    pub max_model_file_bytes: u64,
+    /// Follow symlinks that lead out of the model repository (refused by
+    /// default: a link to a system file would be read as a model or config).
+    #[arg(long, env = "SWITCHYARD_ALLOW_SYMLINKS_OUTSIDE_REPOSITORY", default_value_t = false, num_args = 0..=1,
+          default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub allow_symlinks_outside_repository: bool,
     /// Largest number of elements a single request tensor may declare.
     #[arg(long, env = "SWITCHYARD_MAX_TENSOR_ELEMENTS", default_value_t = 16 << 20)]
     pub max_tensor_elements: usize,
@@ -215,6 +271,30 @@ impl Config {
         }
     }
 
+    /// The connection limits of every listener.
+    pub fn connection_limits(&self) -> crate::net::Limits {
+        let secs = |s: u64| (s > 0).then(|| std::time::Duration::from_secs(s));
+        crate::net::Limits {
+            max_connections: self.max_connections,
+            idle_timeout: secs(self.connection_idle_timeout_secs),
+            header_read_timeout: std::time::Duration::from_secs(self.header_read_timeout_secs),
+            max_header_bytes: self.max_header_bytes,
+            max_headers: self.max_headers,
+            http2_max_concurrent_streams: self.http2_max_concurrent_streams,
+            http2_keepalive_interval: secs(self.http2_keepalive_interval_secs),
+            http2_keepalive_timeout: std::time::Duration::from_secs(self.http2_keepalive_timeout_secs),
+        }
+    }
+
+    /// The model repository with its reading rules.
+    pub fn repository(&self) -> crate::repository::Repository {
+        crate::repository::Repository::with_limits(
+            &self.model_repository,
+            self.max_model_file_bytes,
+            self.allow_symlinks_outside_repository,
+        )
+    }
+
     /// A configuration for tests and embedding: every listener on 127.0.0.1
     /// with an ephemeral port, everything else at its default.
     pub fn for_repository(repo: impl Into<PathBuf>) -> Config {
@@ -224,6 +304,8 @@ impl Config {
         (c.http_address, c.grpc_address, c.metrics_address) = (lo, lo, lo);
         (c.http_port, c.grpc_port, c.metrics_port) = (0, 0, 0);
         c.admin_address = lo;
+        // Tests and embedders stop at once; a real deployment drains first.
+        c.shutdown_drain_secs = 0;
         c
     }
 }

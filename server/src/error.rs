@@ -18,6 +18,8 @@ pub enum ErrorKind {
     TooLarge,
     /// The request waited longer than its timeout (504 / DEADLINE_EXCEEDED).
     Timeout,
+    /// The client sent its request too slowly (408 / DEADLINE_EXCEEDED).
+    ClientTimeout,
     /// The caller went away before the request was computed (499 / CANCELLED).
     Cancelled,
     /// The feature exists in the protocol but not in this server (501 / UNIMPLEMENTED).
@@ -52,6 +54,7 @@ impl ErrorKind {
             ErrorKind::Unavailable => (503, 14, "unavailable"),
             ErrorKind::TooLarge => (413, 8, "too_large"),
             ErrorKind::Timeout => (504, 4, "timeout"),
+            ErrorKind::ClientTimeout => (408, 4, "client_timeout"),
             ErrorKind::Cancelled => (499, 1, "cancelled"),
             ErrorKind::Unsupported => (501, 12, "unsupported"),
             ErrorKind::Internal => (500, 13, "internal"),
@@ -120,6 +123,34 @@ impl std::error::Error for Error {}
 
 /// Result with the core error.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Longest error message sent to a client: a message quoting client input
+/// (a 1 MB model name) must not come back at full length (gRPC clients
+/// reject over-long `grpc-message` headers; logs and metrics stay readable).
+pub const MAX_MESSAGE_BYTES: usize = 1024;
+
+impl Error {
+    /// The message as sent to clients: at most [`MAX_MESSAGE_BYTES`].
+    pub fn client_message(&self) -> std::borrow::Cow<'_, str> {
+        if self.message.len() <= MAX_MESSAGE_BYTES {
+            std::borrow::Cow::Borrowed(&self.message)
+        } else {
+            std::borrow::Cow::Owned(clip(&self.message, MAX_MESSAGE_BYTES))
+        }
+    }
+}
+
+/// `s` cut to at most `max` bytes on a character boundary, with `…` when cut.
+pub fn clip(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max.saturating_sub('…'.len_utf8());
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
 
 #[cfg(test)]
 mod tests {

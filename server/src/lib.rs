@@ -26,6 +26,7 @@ pub mod http;
 pub mod lifecycle;
 pub mod metrics;
 pub mod model;
+pub mod net;
 pub mod otlp;
 pub mod predlog;
 pub mod registry;
@@ -43,10 +44,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use axum::response::IntoResponse;
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tonic_health::ServingStatus;
 
 pub use config::Config;
@@ -54,7 +56,7 @@ use config::ControlMode;
 use lifecycle::audit::Actor;
 pub use service::Service;
 
-/// The three bound listeners.
+/// The bound listeners.
 #[derive(Debug)]
 pub struct Listeners {
     /// HTTP / REST.
@@ -103,7 +105,9 @@ pub struct Server {
     pub admin_addr: Option<SocketAddr>,
     /// `None` while start-up loading runs, then whether the server became ready.
     ready: watch::Receiver<Option<bool>>,
-    stop: watch::Sender<bool>,
+    /// Cancelled to begin the shutdown; cancelled again (a second signal) ends the drain early.
+    shutdown: CancellationToken,
+    drain_cut: CancellationToken,
     task: JoinHandle<anyhow::Result<()>>,
 }
 
@@ -123,6 +127,14 @@ impl Server {
     }
 
     /// Starts serving on already-bound listeners.
+    ///
+    /// Shutdown, in order: readiness turns false (HTTP 503, gRPC `ServerReady`
+    /// false, `grpc.health.v1` NOT_SERVING) while requests are still served for
+    /// `--shutdown-drain-secs`; then the listeners stop accepting and open
+    /// connections are shut down gracefully; in-flight requests get
+    /// `--exit-timeout-secs`; then every model is retired (queues drain,
+    /// executors exit), the control plane stops, and the prediction log and
+    /// audit trail are flushed.
     pub fn start_on(config: Config, listeners: Listeners) -> anyhow::Result<Server> {
         // Without --allow-metrics no recorder is installed: every metric is a no-op.
         let prometheus = config
@@ -133,49 +145,69 @@ impl Server {
         let admin_addr = listeners.admin.as_ref().map(|l| l.local_addr()).transpose()?;
         let grpc_addr = listeners.grpc.local_addr()?;
         let metrics_addr = listeners.metrics.local_addr()?;
-        let (stop, stop_rx) = watch::channel(false);
+        let limits = fit_to_descriptors(config.connection_limits(), 3 + usize::from(listeners.admin.is_some()));
+        // `shutdown`: the signal came. `stop`: listeners stop accepting. `tracker`: HTTP connections.
+        let (shutdown, drain_cut, stop) = (
+            CancellationToken::new(),
+            CancellationToken::new(),
+            CancellationToken::new(),
+        );
+        let tracker = TaskTracker::new();
         let (ready_tx, ready) = watch::channel(None);
-        let stopped = |mut rx: watch::Receiver<bool>| async move {
-            let _ = rx.wait_for(|s| *s).await;
-        };
 
         let (health, health_service) = tonic_health::server::health_reporter();
         let grpc_service = grpc::GrpcInferenceServiceServer::new(grpc::GrpcService::new(service.clone()))
             .max_decoding_message_size(config.grpc_max_message_bytes)
             .max_encoding_message_size(config.grpc_max_message_bytes);
-        let incoming = tonic::transport::server::TcpIncoming::from(listeners.grpc).with_nodelay(Some(true));
+        // Accepted connections wait here for tonic (which accepts as fast as they come).
+        let (conns, incoming) = tokio::sync::mpsc::channel::<std::io::Result<net::Conn<tokio::net::TcpStream>>>(64);
+        let grpc_accept = net::accept_loop(listeners.grpc, "grpc", &limits, false, stop.clone(), move |conn| {
+            let conns = conns.clone();
+            tokio::spawn(async move {
+                let _ = conns.send(Ok(conn)).await;
+            });
+        });
         let grpc_task = tokio::spawn(
             tonic::transport::Server::builder()
+                .max_concurrent_streams(limits.http2_max_concurrent_streams)
+                .http2_keepalive_interval(limits.http2_keepalive_interval)
+                .http2_keepalive_timeout(Some(limits.http2_keepalive_timeout))
+                .http2_max_header_list_size(limits.max_header_bytes as u32)
+                .layer(net::TrackRequestsLayer)
                 .layer(tower::util::MapResponseLayer::new(
                     grpc::too_large_is_resource_exhausted,
                 ))
                 .add_service(health_service)
                 .add_service(grpc_service)
-                .serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone())),
+                .serve_with_incoming_shutdown(
+                    tokio_stream::wrappers::ReceiverStream::new(incoming),
+                    stop.clone().cancelled_owned(),
+                ),
         );
-        let http_listener = listeners.http.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        let http_task = tokio::spawn(
-            axum::serve(
-                http_listener,
-                http::router(service.clone(), config.http_max_body_bytes, false)
-                    .into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(stopped(stop_rx.clone()))
-            .into_future(),
-        );
-        let admin_task = listeners.admin.map(|listener| {
-            tokio::spawn(
-                axum::serve(
-                    listener,
-                    http::router(service.clone(), config.http_max_body_bytes, true)
-                        .into_make_service_with_connect_info::<SocketAddr>(),
-                )
-                .with_graceful_shutdown(stopped(stop_rx.clone()))
-                .into_future(),
-            )
-        });
+        let body_timeout = Duration::from_secs(config.body_read_timeout_secs);
+        let http_router = |admin: bool| {
+            http::router(service.clone(), config.http_max_body_bytes, admin)
+                .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(body_timeout))
+        };
+        let mut accept_loops = vec![grpc_accept];
+        accept_loops.push(net::serve_http(
+            listeners.http,
+            "http",
+            &limits,
+            http_router(false),
+            stop.clone(),
+            tracker.clone(),
+        ));
+        if let Some(listener) = listeners.admin {
+            accept_loops.push(net::serve_http(
+                listener,
+                "admin",
+                &limits,
+                http_router(true),
+                stop.clone(),
+                tracker.clone(),
+            ));
+        }
         let metrics_router = axum::Router::new().route(
             "/metrics",
             axum::routing::get(move || {
@@ -192,49 +224,66 @@ impl Server {
                 }
             }),
         );
-        let metrics_task = tokio::spawn(
-            axum::serve(listeners.metrics, metrics_router)
-                .with_graceful_shutdown(stopped(stop_rx.clone()))
-                .into_future(),
-        );
+        accept_loops.push(net::serve_http(
+            listeners.metrics,
+            "metrics",
+            &limits,
+            metrics_router,
+            stop.clone(),
+            tracker.clone(),
+        ));
 
         let control = tokio::spawn(control_plane(
             config.clone(),
             service.clone(),
             health.clone(),
             ready_tx,
-            stop_rx.clone(),
+            stop.clone(),
         ));
         let exit_timeout = Duration::from_secs(config.exit_timeout_secs);
-        let svc = service.clone();
+        let drain = Duration::from_secs(config.shutdown_drain_secs);
+        let (svc, signal, cut) = (service.clone(), shutdown.clone(), drain_cut.clone());
         let task = tokio::spawn(async move {
-            stopped(stop_rx).await;
-            // Readiness turns false first, so load balancers stop sending, then listeners drain.
+            signal.cancelled().await;
+            // 1. Readiness false first, so load balancers stop sending while we still serve.
             svc.begin_shutdown();
             health.set_service_status("", ServingStatus::NotServing).await;
             health
                 .set_not_serving::<grpc::GrpcInferenceServiceServer<grpc::GrpcService>>()
                 .await;
-            tracing::info!("shutting down: draining in-flight requests");
-            let drain = async {
-                let (h, g, m) = tokio::join!(http_task, grpc_task, metrics_task);
-                h??;
-                g??;
-                m??;
-                if let Some(a) = admin_task {
-                    a.await??;
+            if !drain.is_zero() {
+                tracing::info!(?drain, "shutting down: not ready; serving during the drain period");
+                tokio::select! {
+                    _ = tokio::time::sleep(drain) => {}
+                    _ = cut.cancelled() => tracing::info!("second signal: ending the drain early"),
                 }
-                anyhow::Ok(())
+            }
+            // 2. Stop accepting; open connections finish what is in flight.
+            tracing::info!("shutting down: closing the listeners, finishing in-flight requests");
+            stop.cancel();
+            tracker.close();
+            let drained = async {
+                for accept in accept_loops {
+                    let _ = accept.await;
+                }
+                let grpc = grpc_task.await;
+                tracker.wait().await;
+                grpc
             };
-            let result = match tokio::time::timeout(exit_timeout, drain).await {
-                Ok(r) => r,
+            let result = match tokio::time::timeout(exit_timeout, drained).await {
+                Ok(Ok(r)) => r.map_err(anyhow::Error::from),
+                Ok(Err(e)) => Err(anyhow::Error::from(e)),
                 Err(_) => {
                     tracing::warn!(?exit_timeout, "in-flight requests did not finish in time");
                     Ok(())
                 }
             };
+            // 3. Stop the control plane (a load in progress is abandoned), retire
+            //    every model (queues drain, executors exit).
             control.abort();
-            // Records already taken are written before the process exits.
+            let _ = control.await;
+            svc.retire_all().await;
+            // 4. Records already taken are written before the process exits.
             let log = svc.prediction_log().clone();
             let _ = tokio::task::spawn_blocking(move || log.flush(Duration::from_secs(5))).await;
             result
@@ -246,7 +295,8 @@ impl Server {
             metrics_addr,
             admin_addr,
             ready,
-            stop,
+            shutdown,
+            drain_cut,
             task,
         })
     }
@@ -266,9 +316,12 @@ impl Server {
             .unwrap_or(false)
     }
 
-    /// Starts a graceful shutdown.
+    /// Starts a graceful shutdown; called again while draining, ends the drain early.
     pub fn shutdown(&self) {
-        let _ = self.stop.send(true);
+        if self.shutdown.is_cancelled() {
+            self.drain_cut.cancel();
+        }
+        self.shutdown.cancel();
     }
 
     /// Waits for the server to stop.
@@ -276,18 +329,45 @@ impl Server {
         self.task.await?
     }
 
-    /// Runs until `signal` resolves, then shuts down gracefully.
-    pub async fn run_until(self, signal: impl Future<Output = ()>) -> anyhow::Result<()> {
-        let stop = self.stop.clone();
+    /// Runs until `signal` resolves, then shuts down gracefully; a second
+    /// `signal` ends the drain period early.
+    pub async fn run_until<F: Future<Output = ()>>(self, mut signal: impl FnMut() -> F) -> anyhow::Result<()> {
+        let (shutdown, cut) = (self.shutdown.clone(), self.drain_cut.clone());
         let waiter = self.wait();
         tokio::pin!(waiter);
         tokio::select! {
             r = &mut waiter => return r,
-            _ = signal => {}
+            _ = signal() => {}
         }
-        let _ = stop.send(true);
+        shutdown.cancel();
+        tokio::select! {
+            r = &mut waiter => return r,
+            _ = signal() => cut.cancel(),
+        }
         waiter.await
     }
+}
+
+/// Lowers the per-listener connection limit so that every listener at its
+/// limit still fits the file-descriptor limit (raised to its hard limit
+/// first), with room left for model files, logs and outgoing connections.
+fn fit_to_descriptors(mut limits: net::Limits, listeners: usize) -> net::Limits {
+    const RESERVED: u64 = 256;
+    let Ok(nofile) = rlimit::increase_nofile_limit(u64::MAX) else {
+        return limits;
+    };
+    let fits = nofile.saturating_sub(RESERVED) / listeners as u64;
+    if (limits.max_connections as u64) > fits {
+        let lowered = fits.max(16) as usize;
+        tracing::warn!(
+            requested = limits.max_connections,
+            lowered,
+            nofile,
+            "--max-connections lowered to fit the file-descriptor limit (raise `ulimit -n` to allow more)"
+        );
+        limits.max_connections = lowered;
+    }
+    limits
 }
 
 /// Start-up loading, then (poll mode) re-scanning the repository.
@@ -296,9 +376,9 @@ async fn control_plane(
     service: Service,
     health: tonic_health::server::HealthReporter,
     ready: watch::Sender<Option<bool>>,
-    stop: watch::Receiver<bool>,
+    stop: CancellationToken,
 ) {
-    let repo = &config.model_repository;
+    let repo = &config.repository();
     let all = || {
         repository::list_models(repo).unwrap_or_else(|e| {
             tracing::error!(error = %e, "cannot list the model repository");
@@ -312,7 +392,11 @@ async fn control_plane(
     };
     // Models load concurrently; the loader pool bounds how many versions build at once.
     let startup = Actor::internal("startup");
-    let results = futures::future::join_all(names.iter().map(|name| service.load_now(name, None, &startup))).await;
+    let loads = futures::future::join_all(names.iter().map(|name| service.load_now(name, None, &startup)));
+    let results = tokio::select! {
+        r = loads => r,
+        _ = stop.cancelled() => return,
+    };
     let mut ok = true;
     for (name, result) in names.iter().zip(results) {
         if let Err(e) = result {
@@ -343,18 +427,17 @@ async fn control_plane(
     }
     let mut interval = tokio::time::interval(Duration::from_secs(config.repository_poll_secs));
     interval.tick().await;
-    let mut stop = stop;
     loop {
         tokio::select! {
             _ = interval.tick() => {}
-            _ = stop.wait_for(|s| *s) => return,
+            _ = stop.cancelled() => return,
         }
         poll_once(&service, repo, &mut seen).await;
     }
 }
 
 /// One poll: loads new or changed models, unloads removed ones.
-async fn poll_once(service: &Service, repo: &std::path::Path, seen: &mut BTreeMap<String, String>) {
+async fn poll_once(service: &Service, repo: &repository::Repository, seen: &mut BTreeMap<String, String>) {
     let current = repository::list_models(repo).unwrap_or_default();
     for name in &current {
         let Ok(src) = repository::read_model(repo, name, None) else {

@@ -10,8 +10,22 @@ use tracing_subscriber::EnvFilter;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+fn main() -> std::process::ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let code = runtime.block_on(run());
+    // A model load still building in a blocking thread (shutdown came during
+    // it) must not keep the process alive: wait briefly, then exit anyway.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    code
+}
+
+async fn run() -> std::process::ExitCode {
     let mut argv = std::env::args();
     if std::env::args().nth(1).as_deref() == Some("validate") {
         // `switchyard validate --model-repository DIR`: offline checks for CI/CD.
@@ -47,7 +61,7 @@ async fn main() -> std::process::ExitCode {
         }
     };
     tracing::info!(http = %server.http_addr, grpc = %server.grpc_addr, metrics = %server.metrics_addr, "listening");
-    match server.run_until(shutdown_signal()).await {
+    match server.run_until(shutdown_signal).await {
         Ok(()) => {
             tracing::info!("stopped");
             std::process::ExitCode::SUCCESS

@@ -58,6 +58,13 @@ pub const EXECUTOR_IDLE: &str = "switchyard_executor_idle_seconds_total";
 pub const PROCESS_CPU: &str = "process_cpu_seconds_total";
 /// Resident memory of the process (Prometheus' standard name).
 pub const PROCESS_RSS: &str = "process_resident_memory_bytes";
+/// Gauge: open connections per listener (`listener`: http, grpc, metrics, admin).
+pub const CONNECTIONS: &str = "switchyard_connections";
+/// Counter: connections accepted per listener.
+pub const CONNECTIONS_ACCEPTED: &str = "switchyard_connections_accepted_total";
+/// Counter: connections refused or closed by a limit, by `listener` and
+/// `reason` (limit, idle, handshake, accept_error).
+pub const CONNECTIONS_CLOSED: &str = "switchyard_connections_closed_total";
 
 /// Triton's names, exported as well with `--metrics-triton-names` (labels `model`, `version`).
 pub mod triton {
@@ -237,6 +244,13 @@ fn describe_all() {
         "Requests the batch queue of a model version holds at most, all priority levels together."
     );
     describe_gauge!(INFLIGHT, "Requests of a model version between routing and reply.");
+    describe_gauge!(CONNECTIONS, "Open client connections per listener.");
+    describe_counter!(CONNECTIONS_ACCEPTED, "Client connections accepted per listener.");
+    describe_counter!(
+        CONNECTIONS_CLOSED,
+        "Connections refused or closed by the server: limit (over --max-connections), idle \
+         (--connection-idle-timeout-secs), handshake (TLS failed or too slow), accept_error (e.g. out of file descriptors)."
+    );
     describe_gauge!(MODEL_READY, "1 while a model version is loaded and serving.");
     describe_gauge!(
         MODEL_STATE,

@@ -2,7 +2,6 @@
 //! configuration, statistics, repository operations and inference. Protocol
 //! code converts to and from these types; the decisions are made here.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -155,7 +154,7 @@ pub struct ServerMetadata {
 }
 
 struct Inner {
-    repo: PathBuf,
+    repo: repository::Repository,
     control_mode: ControlMode,
     max_tensor_elements: usize,
     registry: Arc<Registry>,
@@ -226,7 +225,7 @@ impl Service {
             inner: Arc::new(Inner {
                 predictions,
                 otlp,
-                repo: config.model_repository.clone(),
+                repo: config.repository(),
                 control_mode: config.model_control_mode,
                 max_tensor_elements: config.max_tensor_elements,
                 registry: Registry::new(settings, audit),
@@ -371,7 +370,22 @@ impl Service {
                     .map_err(|e| Error::invalid(format!("model '{model}': invalid 'config' parameter: {e}")))
             })
             .transpose()?;
-        self.load_now(model, override_config, &actor).await.map(|_| ())
+        // The load runs as a task of its own: a client that disconnects does
+        // not abandon it half-way; it finishes (or fails) and is audited either way.
+        let (service, model) = (self.clone(), model.to_string());
+        tokio::spawn(async move { service.load_now(&model, override_config, &actor).await })
+            .await
+            .map_err(|e| Error::internal(format!("the load task failed: {e}")))?
+            .map(|_| ())
+    }
+
+    /// Stops routing to every model (at shutdown): in-flight requests finish,
+    /// then queues close and executor threads exit.
+    pub async fn retire_all(&self) {
+        let actor = Actor::internal("shutdown");
+        for name in self.inner.registry.snapshot().keys() {
+            let _ = self.inner.registry.unload(name, &actor).await;
+        }
     }
 
     /// Loads a model whatever the control mode (start-up and polling).
@@ -391,7 +405,10 @@ impl Service {
     pub async fn unload_model(&self, model: &str, caller: &Caller) -> Result<()> {
         let actor = self.authorize(caller, "unload", model)?;
         self.require_explicit()?;
-        self.inner.registry.unload(model, &actor).await
+        let (service, model) = (self.clone(), model.to_string());
+        tokio::spawn(async move { service.inner.registry.unload(&model, &actor).await })
+            .await
+            .map_err(|e| Error::internal(format!("the unload task failed: {e}")))?
     }
 
     /// The drift report of a model version (404 when drift monitoring is off for it).
@@ -701,7 +718,11 @@ pub fn prepare_job(
             })
             .transpose()
     };
-    let timeout = param("timeout")?.filter(|&us| us > 0).map(Duration::from_micros);
+    let timeout = param("timeout")?;
+    if let Some(us) = timeout {
+        crate::repository::limits::check_request_timeout(us).map_err(Error::invalid)?;
+    }
+    let timeout = timeout.filter(|&us| us > 0).map(Duration::from_micros);
     let priority = param("priority")?.unwrap_or(0);
     let (tx, rx) = oneshot::channel();
     let mut job = Job::new(ordered, rows.unwrap_or(1), shape_key, outputs, tx);

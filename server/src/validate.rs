@@ -54,7 +54,8 @@ pub async fn check(args: &ValidateArgs) -> anyhow::Result<Vec<ModelReport>> {
         args.model_repository.display()
     );
     let names = if args.models.is_empty() {
-        repository::list_models(&args.model_repository).map_err(|e| anyhow::anyhow!("{e}"))?
+        repository::list_models(&repository::Repository::new(&args.model_repository))
+            .map_err(|e| anyhow::anyhow!("{e}"))?
     } else {
         args.models.clone()
     };
@@ -69,6 +70,7 @@ pub async fn check(args: &ValidateArgs) -> anyhow::Result<Vec<ModelReport>> {
         ..LoadSettings::default()
     };
     let actor = Actor::internal("validate");
+    let repo = repository::Repository::new(&args.model_repository);
     let mut reports = Vec::new();
     for name in names {
         // A fresh table per model: nothing is kept between models.
@@ -83,7 +85,7 @@ pub async fn check(args: &ValidateArgs) -> anyhow::Result<Vec<ModelReport>> {
             reports.push(report);
             continue;
         }
-        match registry.load(&args.model_repository, &name, None, &actor).await {
+        match registry.load(&repo, &name, None, &actor).await {
             Ok(r) => {
                 report.passed = r.loaded.iter().map(|(v, d)| format!("version {v}: {d}")).collect();
             }

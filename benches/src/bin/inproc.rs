@@ -39,7 +39,8 @@ fn main() -> anyhow::Result<()> {
     onnx::init_runtime(None).map_err(anyhow::Error::msg)?;
     let repo = args.model.parent().unwrap_or(&args.model);
     let name = args.model.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-    let source = repository::read_model(repo, name, None).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let source =
+        repository::read_model(&repository::Repository::new(repo), name, None).map_err(|e| anyhow::anyhow!("{e}"))?;
     let (version, file) = source.versions.last().ok_or_else(|| anyhow::anyhow!("no version"))?;
     let bytes = std::fs::read(file)?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());

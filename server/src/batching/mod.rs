@@ -199,7 +199,8 @@ impl QueuePolicy {
             (Some(d), Some(r)) if policy.allow_timeout_override => Some(r.min(d)),
             (Some(d), _) => Some(d),
         };
-        timeout.map(|t| enqueued + t)
+        // Bounded at admission; an overflow would mean no deadline at all.
+        timeout.and_then(|t| enqueued.checked_add(t))
     }
 }
 
@@ -212,6 +213,9 @@ struct State {
     /// Arrival number of the next request.
     next_seq: u64,
     closed: bool,
+    /// Warm-up runs before publication: no traffic will fill a batch, so
+    /// batches run without the queue delay.
+    warming: bool,
 }
 
 impl State {
@@ -316,6 +320,7 @@ impl BatchQueue {
                     counts: vec![0; levels],
                     next_seq: 0,
                     closed: false,
+                    warming: false,
                 }),
                 wake: Condvar::new(),
                 drain_policy: BatchPolicy {
@@ -367,6 +372,13 @@ impl BatchQueue {
         self.shared.state.lock().queue.len()
     }
 
+    /// While warming (before the version is published), batches run without
+    /// the queue delay: warm-up and golden-set requests are all there is.
+    pub fn set_warming(&self, warming: bool) {
+        self.shared.state.lock().warming = warming;
+        self.shared.wake.notify_all();
+    }
+
     /// Stops accepting requests; executors finish the queued ones and exit.
     pub fn close(&self) {
         self.shared.state.lock().closed = true;
@@ -381,7 +393,7 @@ impl BatchQueue {
             let now = Instant::now();
             self.drop_dead(&mut state, now);
             // Draining: no new request will come to fill a batch, so do not wait.
-            let policy = if state.closed {
+            let policy = if state.closed || state.warming {
                 &shared.drain_policy
             } else {
                 &shared.policy

@@ -26,7 +26,10 @@ const STREAM_CONCURRENCY: usize = 64;
 
 impl From<Error> for Status {
     fn from(e: Error) -> Status {
-        Status::new(Code::from_i32(e.kind.mapping().grpc_code), e.message)
+        Status::new(
+            Code::from_i32(e.kind.mapping().grpc_code),
+            e.client_message().into_owned(),
+        )
     }
 }
 
@@ -358,7 +361,7 @@ impl GrpcInferenceService for GrpcService {
                             infer_response: Some(r),
                         },
                         Err(e) => pb::ModelStreamInferResponse {
-                            error_message: e.message,
+                            error_message: e.client_message().into_owned(),
                             infer_response: Some(pb::ModelInferResponse {
                                 id,
                                 ..Default::default()

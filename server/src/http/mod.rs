@@ -60,7 +60,7 @@ impl FromRequestParts<AppState> for AdminCaller {
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.kind.mapping().http_status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        (status, Json(json!({ "error": self.message }))).into_response()
+        (status, Json(json!({ "error": self.client_message() }))).into_response()
     }
 }
 
@@ -242,7 +242,7 @@ async fn load(
     State(s): State<AppState>,
     Path(model): Path<String>,
     AdminCaller(caller): AdminCaller,
-    body: axum::body::Bytes,
+    BodyBytes(body): BodyBytes,
 ) -> HttpResult<Json<Value>> {
     let req: LoadRequest = if body.is_empty() {
         LoadRequest::default()
@@ -328,7 +328,7 @@ async fn set_label(
     State(s): State<AppState>,
     Path((model, label)): Path<(String, String)>,
     AdminCaller(caller): AdminCaller,
-    body: axum::body::Bytes,
+    BodyBytes(body): BodyBytes,
 ) -> HttpResult<Json<Value>> {
     let b: VersionBody =
         serde_json::from_slice(&body).map_err(|e| Error::invalid(format!("malformed request body: {e}")))?;
@@ -351,7 +351,7 @@ async fn set_default(
     State(s): State<AppState>,
     Path(model): Path<String>,
     AdminCaller(caller): AdminCaller,
-    body: axum::body::Bytes,
+    BodyBytes(body): BodyBytes,
 ) -> HttpResult<Json<Value>> {
     let b: VersionBody =
         serde_json::from_slice(&body).map_err(|e| Error::invalid(format!("malformed request body: {e}")))?;
@@ -365,7 +365,7 @@ async fn rollback(
     State(s): State<AppState>,
     Path(model): Path<String>,
     AdminCaller(caller): AdminCaller,
-    body: axum::body::Bytes,
+    BodyBytes(body): BodyBytes,
 ) -> HttpResult<Json<Value>> {
     let b: RollbackBody = json_body(&body, true)?;
     let to = b.version.as_ref().map(version_string).transpose()?;
@@ -404,9 +404,7 @@ async fn do_infer(s: AppState, model: String, version: Option<String>, req: Requ
         .get(TRACEPARENT)
         .and_then(|v| v.to_str().ok())
         .and_then(TraceContext::parse);
-    let body = axum::body::to_bytes(req.into_body(), s.max_body)
-        .await
-        .map_err(|_| too_large(s.max_body))?;
+    let body = read_body(req.into_body(), s.max_body).await?;
     let mut decoded = codec::decode_request(
         body,
         header_len,
@@ -437,6 +435,38 @@ async fn do_infer(s: AppState, model: String, version: Option<String>, req: Requ
         headers.insert(TRACEPARENT, value);
     }
     Ok(resp)
+}
+
+/// A request body read whole, within the body limit, with errors that say what
+/// went wrong: over the limit (413), too slow (408), or malformed or cut short
+/// (400) — always as JSON.
+struct BodyBytes(axum::body::Bytes);
+
+impl axum::extract::FromRequest<AppState> for BodyBytes {
+    type Rejection = Error;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Error> {
+        read_body(req.into_body(), state.max_body).await.map(BodyBytes)
+    }
+}
+
+async fn read_body(body: Body, limit: usize) -> HttpResult<axum::body::Bytes> {
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+        while let Some(err) = source {
+            if err.is::<http_body_util::LengthLimitError>() {
+                return too_large(limit);
+            }
+            if err.is::<tower_http::timeout::TimeoutError>() {
+                return Error::new(
+                    crate::error::ErrorKind::ClientTimeout,
+                    "the request body arrived too slowly (--body-read-timeout-secs)",
+                );
+            }
+            source = err.source();
+        }
+        Error::invalid(format!("malformed or incomplete request body: {e}"))
+    })
 }
 
 fn too_large(limit: usize) -> Error {

@@ -24,6 +24,8 @@
 //! round-robin `requests` times after warm-up and fails when the p99 of the
 //! version's own latency (queue + compute) is above `p99_ms`.
 
+use crate::repository::Repository;
+use crate::repository::files::MAX_SIDE_FILE_BYTES;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -160,13 +162,20 @@ struct Tolerance {
 }
 
 /// Reads the golden set under `version_dir/validation`, if there is one.
-pub fn load(version_dir: &Path, model: &str, max_elements: usize) -> Result<Option<GoldenSet>, String> {
+pub fn load(
+    repo: &Repository,
+    version_dir: &Path,
+    model: &str,
+    max_elements: usize,
+) -> Result<Option<GoldenSet>, String> {
     let dir = version_dir.join("validation");
     if !dir.is_dir() {
         return Ok(None);
     }
-    let budget = match std::fs::read(dir.join("budget.json")) {
-        Ok(raw) => {
+    let budget_path = dir.join("budget.json");
+    let budget = match repo.is_file(&budget_path)? {
+        true => {
+            let raw = repo.read(&budget_path, MAX_SIDE_FILE_BYTES)?;
             let b: Budget =
                 serde_json::from_slice(&raw).map_err(|e| format!("{}: {e}", dir.join("budget.json").display()))?;
             if b.p99_ms.is_nan() || b.p99_ms <= 0.0 || b.requests == 0 || b.requests > MAX_BUDGET_REQUESTS {
@@ -177,8 +186,7 @@ pub fn load(version_dir: &Path, model: &str, max_elements: usize) -> Result<Opti
             }
             Some(b)
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => return Err(format!("{}: {e}", dir.join("budget.json").display())),
+        false => None,
     };
     let cases_dir = dir.join("cases");
     let mut files: Vec<PathBuf> = match std::fs::read_dir(&cases_dir) {
@@ -203,13 +211,13 @@ pub fn load(version_dir: &Path, model: &str, max_elements: usize) -> Result<Opti
     }
     let cases = files
         .iter()
-        .map(|f| read_case(f, model, max_elements).map_err(|e| format!("{}: {e}", f.display())))
+        .map(|f| read_case(repo, f, model, max_elements).map_err(|e| format!("{}: {e}", f.display())))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Some(GoldenSet { dir, cases, budget }))
 }
 
-fn read_case(path: &Path, model: &str, max_elements: usize) -> Result<Case, String> {
-    let raw = std::fs::read(path).map_err(|e| e.to_string())?;
+fn read_case(repo: &Repository, path: &Path, model: &str, max_elements: usize) -> Result<Case, String> {
+    let raw = repo.read(path, MAX_SIDE_FILE_BYTES)?;
     let file: CaseFile = serde_json::from_slice(&raw).map_err(|e| format!("malformed case: {e}"))?;
     // The inputs are decoded exactly as an HTTP request's would be.
     let body = serde_json::to_vec(&serde_json::json!({ "inputs": file.inputs })).map_err(|e| e.to_string())?;
@@ -431,16 +439,30 @@ mod tests {
                 "outputs":[{"name":"Y","shape":[1,2],"data":[[2,4]]}],"tolerance":{"absolute":0.5}}"#,
         )
         .unwrap();
-        let set = load(dir.path(), "m", 1 << 20).unwrap().unwrap();
+        let set = load(&Repository::new(dir.path()), dir.path(), "m", 1 << 20)
+            .unwrap()
+            .unwrap();
         assert_eq!(set.cases.len(), 1);
         assert_eq!(set.cases[0].absolute, 0.5);
         assert_eq!(set.cases[0].relative, DEFAULT_RELATIVE);
         assert_eq!(set.cases[0].inputs[0].shape, vec![1, 2]);
         std::fs::write(dir.path().join("validation/budget.json"), r#"{"p99_ms": -1}"#).unwrap();
-        assert!(load(dir.path(), "m", 1 << 20).unwrap_err().contains("p99_ms"));
+        assert!(
+            load(&Repository::new(dir.path()), dir.path(), "m", 1 << 20)
+                .unwrap_err()
+                .contains("p99_ms")
+        );
         std::fs::remove_file(dir.path().join("validation/budget.json")).unwrap();
         std::fs::write(cases.join("b.json"), r#"{"inputs": []}"#).unwrap();
-        assert!(load(dir.path(), "m", 1 << 20).unwrap_err().contains("b.json"));
-        assert!(load(&dir.path().join("nothing"), "m", 1).unwrap().is_none());
+        assert!(
+            load(&Repository::new(dir.path()), dir.path(), "m", 1 << 20)
+                .unwrap_err()
+                .contains("b.json")
+        );
+        assert!(
+            load(&Repository::new(dir.path()), &dir.path().join("nothing"), "m", 1)
+                .unwrap()
+                .is_none()
+        );
     }
 }

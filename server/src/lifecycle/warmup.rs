@@ -8,6 +8,8 @@
 //! every preferred batch size and `max_batch_size`. Every request runs once
 //! per model instance, concurrently, so each instance's session is warm.
 
+use crate::repository::Repository;
+use crate::repository::files::MAX_SIDE_FILE_BYTES;
 use std::path::Path;
 
 use bytes::Bytes;
@@ -35,6 +37,7 @@ pub struct WarmupRequest {
 pub fn plan(
     config: &ModelConfig,
     inputs: &[TensorSpec],
+    repo: &Repository,
     model_dir: &Path,
     synthetic: bool,
     max_elements: usize,
@@ -44,7 +47,7 @@ pub fn plan(
         return config
             .model_warmup
             .iter()
-            .map(|w| configured(w, inputs, max_batch, model_dir, max_elements))
+            .map(|w| configured(w, inputs, max_batch, (repo, model_dir), max_elements))
             .collect();
     }
     if !synthetic {
@@ -94,7 +97,7 @@ fn configured(
     w: &switchyard_proto::inference::ModelWarmup,
     specs: &[TensorSpec],
     max_batch: i64,
-    model_dir: &Path,
+    (repo, model_dir): (&Repository, &Path),
     max_elements: usize,
 ) -> Result<WarmupRequest, String> {
     let at = |msg: String| format!("model_warmup '{}': {msg}", w.name);
@@ -145,7 +148,7 @@ fn configured(
                     return Err(at(format!("input_data_file '{file}' must be a plain file name")));
                 }
                 let path = model_dir.join("warmup").join(file);
-                let raw = std::fs::read(&path).map_err(|e| at(format!("cannot read {}: {e}", path.display())))?;
+                let raw = repo.read(&path, MAX_SIDE_FILE_BYTES).map_err(at)?;
                 match datatype.size() {
                     Some(size) if raw.len() == count * size => TensorData::Fixed(Bytes::from(raw)),
                     Some(size) => {

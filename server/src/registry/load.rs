@@ -17,14 +17,15 @@ use crate::lifecycle::window::HealthWindow;
 use crate::metrics::VersionMetrics;
 use crate::model::{Device, onnx};
 use crate::predlog::ModelLogPolicy;
-use crate::repository::{ModelSource, config};
+use crate::repository::{ModelSource, Repository, config};
 use crate::stats::VersionStats;
 use crate::tensor::DataType;
 
 /// The model file's bytes and SHA-256 (blocking).
-pub(super) fn read_file(name: &str, version: i64, file: &Path) -> Result<(Vec<u8>, String), String> {
-    let bytes = std::fs::read(file)
-        .map_err(|e| format!("model '{name}' version {version}: cannot read {}: {e}", file.display()))?;
+pub(super) fn read_file(repo: &Repository, name: &str, version: i64, file: &Path) -> Result<(Vec<u8>, String), String> {
+    let bytes = repo
+        .read(file, repo.max_model_file_bytes())
+        .map_err(|e| format!("model '{name}' version {version}: {e}"))?;
     let digest = hex(&Sha256::digest(&bytes));
     Ok((bytes, digest))
 }
@@ -85,6 +86,7 @@ pub(super) fn load_version(
     // Warm-up and golden-set runs are not traffic: counting starts at publication.
     stats.set_quiet(true);
     let queue = BatchQueue::new(policy, queue_policy, stats.clone());
+    queue.set_warming(true);
     queue
         .spawn_executors(&format!("{name}-{version}"), loaded.executors)
         .map_err(|e| at(format!("cannot start executor threads: {e}")))?;

@@ -30,7 +30,7 @@ use crate::lifecycle::{golden, warmup};
 use crate::metrics::{ModelState, VersionMetrics};
 use crate::model::Device;
 use crate::predlog::ModelLogPolicy;
-use crate::repository::{self, ModelSource};
+use crate::repository::{self, ModelSource, Repository};
 use crate::stats::VersionStats;
 use crate::tensor::DataType;
 
@@ -324,7 +324,7 @@ impl Registry {
 
     /// The repository index: every model directory, with the state of each
     /// loaded or failed version.
-    pub fn index(&self, repo: &Path, ready_only: bool) -> Result<Vec<IndexEntry>> {
+    pub fn index(&self, repo: &Repository, ready_only: bool) -> Result<Vec<IndexEntry>> {
         let models = self.models.load();
         let notes = self.notes.lock();
         let mut out = Vec::new();
@@ -375,7 +375,7 @@ impl Registry {
     /// load serving (if any); the error lists every failure.
     pub async fn load(
         &self,
-        repo: &Path,
+        repo: &Repository,
         name: &str,
         override_config: Option<ModelConfig>,
         actor: &Actor,
@@ -383,7 +383,7 @@ impl Registry {
         let lock = self.lock_of(name);
         let _guard = lock.lock().await;
         let source = {
-            let (repo, name) = (repo.to_path_buf(), name.to_string());
+            let (repo, name) = (repo.clone(), name.to_string());
             tokio::task::spawn_blocking(move || repository::read_model(&repo, &name, override_config))
                 .await
                 .map_err(|e| Error::internal(format!("load task failed: {e}")))?
@@ -433,6 +433,7 @@ impl Registry {
                     tracing::info!(model = name, version, device = %h.device, digest = %h.digest,
                         golden_cases = golden.cases, golden_p99_ms = ?golden.p99_ms, "version ready");
                     h.stats.set_quiet(false);
+                    h.queue.set_warming(false);
                     let summary = golden_summary(&golden);
                     self.audit
                         .record(actor, event("load", name, Some(&v), Some(&h.digest), true, &summary));
@@ -507,8 +508,8 @@ impl Registry {
     async fn load_step(&self, source: &Arc<ModelSource>, version: i64, file: &Path, old: Option<&ModelEntry>) -> Step {
         let name = source.name.clone();
         let read = {
-            let (file, name) = (file.to_path_buf(), name.clone());
-            tokio::task::spawn_blocking(move || load::read_file(&name, version, &file)).await
+            let (file, name, repo) = (file.to_path_buf(), name.clone(), source.repo.clone());
+            tokio::task::spawn_blocking(move || load::read_file(&repo, &name, version, &file)).await
         };
         let (bytes, digest) = match read {
             Ok(Ok(r)) => r,
@@ -561,6 +562,7 @@ impl Registry {
         let plan = warmup::plan(
             &handle.config,
             &handle.inputs,
+            &source.repo,
             &source.dir,
             self.settings.synthetic_warmup,
             max,
@@ -572,7 +574,7 @@ impl Registry {
         if let Err(e) = warm {
             return Step::Failed(at(e), Some(digest));
         }
-        let set = match golden::load(&version_dir, &name, max) {
+        let set = match golden::load(&source.repo, &version_dir, &name, max) {
             Ok(set) => set,
             Err(e) => return Step::Failed(at(format!("golden set: {e}")), Some(digest)),
         };
@@ -584,7 +586,7 @@ impl Registry {
             Ok(report) => report,
             Err(e) => return Step::Failed(at(e), Some(digest)),
         };
-        match drift_monitor(&handle, &version_dir, set.as_ref()) {
+        match drift_monitor(&handle, (&source.repo, &version_dir), set.as_ref()) {
             Ok(d) => handle.drift = d,
             Err(e) => return Step::Failed(at(e), Some(digest)),
         }
@@ -923,12 +925,13 @@ impl Registry {
 /// profile, else the golden set's inputs and expected outputs.
 fn drift_monitor(
     handle: &VersionHandle,
-    version_dir: &Path,
+    (repo, version_dir): (&Repository, &Path),
     golden: Option<&golden::GoldenSet>,
 ) -> Result<Option<Arc<VersionDrift>>, String> {
     let profile_path = version_dir.join("validation/profile.json");
     let configured = handle.config.parameters.keys().any(|k| k.starts_with("drift."));
-    if !configured && !profile_path.is_file() {
+    let has_profile = repo.is_file(&profile_path)?;
+    if !configured && !has_profile {
         return Ok(None);
     }
     let base = DriftSettings {
@@ -936,8 +939,9 @@ fn drift_monitor(
         ..DriftSettings::default()
     };
     let settings = DriftSettings::from_config(&handle.config, &base).map_err(|e| format!("drift: {e}"))?;
-    let reference = if profile_path.is_file() {
-        Some(Profile::load(&profile_path).map_err(|e| format!("{}: {e}", profile_path.display()))?)
+    let reference = if has_profile {
+        let text = repo.read_to_string(&profile_path, repository::files::MAX_SIDE_FILE_BYTES)?;
+        Some(Profile::from_json(&text).map_err(|e| format!("{}: {e}", profile_path.display()))?)
     } else {
         golden.filter(|g| !g.cases.is_empty()).map(|g| {
             let samples: Vec<_> = g

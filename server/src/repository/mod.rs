@@ -3,6 +3,8 @@
 //! file system; it decides nothing about serving.
 
 pub mod config;
+pub mod files;
+pub mod limits;
 
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -10,6 +12,7 @@ use std::time::SystemTime;
 use switchyard_proto::inference::{ModelConfig, model_version_policy::PolicyChoice};
 
 use crate::error::{Error, Result};
+pub use files::Repository;
 
 /// Default model file name inside a version directory.
 pub const DEFAULT_MODEL_FILENAME: &str = "model.onnx";
@@ -17,6 +20,8 @@ pub const DEFAULT_MODEL_FILENAME: &str = "model.onnx";
 /// One model as found on disk.
 #[derive(Debug, Clone)]
 pub struct ModelSource {
+    /// The repository it was read from (and the rules for reading its other files).
+    pub repo: Repository,
     /// Model name (the directory name).
     pub name: String,
     /// The model's directory.
@@ -49,9 +54,10 @@ pub fn validate_model_name(name: &str) -> Result<()> {
 }
 
 /// Names of the model directories in the repository, sorted.
-pub fn list_models(repo: &Path) -> Result<Vec<String>> {
-    let entries = std::fs::read_dir(repo)
-        .map_err(|e| Error::internal(format!("cannot read model repository {}: {e}", repo.display())))?;
+pub fn list_models(repo: &Repository) -> Result<Vec<String>> {
+    let root = repo.root();
+    let entries = std::fs::read_dir(root)
+        .map_err(|e| Error::internal(format!("cannot read model repository {}: {e}", root.display())))?;
     let mut names: Vec<String> = entries
         .filter_map(|e| e.ok())
         .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
@@ -64,9 +70,11 @@ pub fn list_models(repo: &Path) -> Result<Vec<String>> {
 
 /// Reads one model: its config (or `override_config`) and the versions its
 /// version policy selects.
-pub fn read_model(repo: &Path, name: &str, override_config: Option<ModelConfig>) -> Result<ModelSource> {
+/// The config is checked against the bounds of [`limits`] here, so nothing is
+/// sized from an unchecked number.
+pub fn read_model(repo: &Repository, name: &str, override_config: Option<ModelConfig>) -> Result<ModelSource> {
     validate_model_name(name)?;
-    let dir = repo.join(name);
+    let dir = repo.root().join(name);
     if !dir.is_dir() {
         return Err(Error::not_found(format!("model '{name}' is not in the repository")));
     }
@@ -77,15 +85,20 @@ pub fn read_model(repo: &Path, name: &str, override_config: Option<ModelConfig>)
             fingerprint.push_str("override;");
             c
         }
-        None if config_path.is_file() => {
-            let text = std::fs::read_to_string(&config_path)
-                .map_err(|e| Error::invalid(format!("model '{name}': cannot read {}: {e}", config_path.display())))?;
+        None if repo
+            .is_file(&config_path)
+            .map_err(|e| Error::invalid(format!("model '{name}': {e}")))? =>
+        {
+            let text = repo
+                .read_to_string(&config_path, files::MAX_CONFIG_BYTES)
+                .map_err(|e| Error::invalid(format!("model '{name}': {e}")))?;
             fingerprint.push_str(&format!("config:{};", stamp(&config_path)));
             config::parse_text(&text)
                 .map_err(|e| Error::invalid(format!("model '{name}': {}: {e}", config_path.display())))?
         }
         None => ModelConfig::default(),
     };
+    limits::check(&config).map_err(|e| Error::invalid(format!("model '{name}': {e}")))?;
     let filename = if config.default_model_filename.is_empty() {
         DEFAULT_MODEL_FILENAME
     } else {
@@ -118,6 +131,7 @@ pub fn read_model(repo: &Path, name: &str, override_config: Option<ModelConfig>)
         versions.push((v, file));
     }
     Ok(ModelSource {
+        repo: repo.clone(),
         name: name.to_string(),
         dir,
         config,
