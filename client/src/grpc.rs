@@ -224,7 +224,10 @@ pub(crate) fn raw_request(
     opts: &InferOptions,
 ) -> Result<proto::ModelInferRequest, ClientError> {
     let mut request = request_header(model, inputs, opts)?;
-    request.raw_input_contents = inputs.iter().map(|t| t.to_raw().into()).collect();
+    request.raw_input_contents = inputs
+        .iter()
+        .map(|t| t.to_raw().map(Into::into))
+        .collect::<Result<_, _>>()?;
     Ok(request)
 }
 
@@ -444,7 +447,7 @@ mod tests {
         let t = Tensor::new("y", vec![2], Data::F16(vec![0x3c00, 0]));
         let resp = proto::ModelInferResponse {
             outputs: vec![output("y", "FP16", vec![2], None)],
-            raw_output_contents: vec![t.to_raw().into()],
+            raw_output_contents: vec![t.to_raw().unwrap().into()],
             ..Default::default()
         };
         assert_eq!(decode_response(resp).unwrap().outputs, [t]);

@@ -122,7 +122,7 @@ impl FromStr for ConcurrencyRange {
 
 fn parse_secs(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
-        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        Ok(v) if v >= 0.0 && Duration::try_from_secs_f64(v).is_ok() => Ok(v),
         _ => Err(format!("'{s}' is not a number of seconds")),
     }
 }
@@ -382,6 +382,7 @@ mod tests {
         assert!(parse(&["--concurrency", "2", "--concurrency-range", "1:2"]).is_err());
         assert!(parse(&["--distribution", "poisson"]).is_err());
         assert!(parse(&["--measurement-secs", "-1"]).is_err());
+        assert!(parse(&["--warmup-secs", "1e300"]).is_err());
         assert!(parse(&["--concurrency-range", "8:1"]).is_err());
     }
 

@@ -39,6 +39,10 @@ use stats::Snapshot;
 /// Seed of the generated inputs and of the Poisson schedule.
 const SEED: u64 = 0x5eed_1234_abcd_0001;
 
+/// The lowest open-loop rate, requests per second: the gaps of lower rates
+/// would overflow the clock.
+const MIN_RATE: f64 = 1e-6;
+
 /// How long the end of a run waits for outstanding requests before it
 /// abandons them.
 const DRAIN: Duration = Duration::from_secs(5);
@@ -145,8 +149,8 @@ impl PerfConfig {
         let invalid = |m: &str| Err(ClientError::InvalidArgument(m.into()));
         match self.mode {
             Mode::Closed { concurrency: 0 } => return invalid("concurrency must be at least 1"),
-            Mode::Open { rate, .. } if !(rate.is_finite() && rate > 0.0) => {
-                return invalid("the request rate must be a positive number");
+            Mode::Open { rate, .. } if !(rate.is_finite() && rate >= MIN_RATE) => {
+                return invalid("the request rate must be a number of requests per second of at least 0.000001");
             }
             _ => {}
         }
@@ -450,6 +454,14 @@ mod tests {
         assert!(open(10.0).validate().is_ok());
         assert!(open(0.0).validate().is_err());
         assert!(open(f64::NAN).validate().is_err());
+        assert!(open(f64::INFINITY).validate().is_err());
+        assert!(open(1e-300).validate().is_err());
+        assert!(open(MIN_RATE).validate().is_ok());
+        // The slowest accepted schedule still has representable gaps.
+        for distribution in [Distribution::Constant, Distribution::Poisson] {
+            let mut slowest = schedule::Schedule::new(MIN_RATE, distribution, SEED);
+            assert!((0..1000).all(|_| slowest.next_gap() > Duration::from_secs(1)));
+        }
         let mut c = closed(1);
         c.windows = 0;
         assert!(c.validate().is_err());
