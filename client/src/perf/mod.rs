@@ -32,7 +32,7 @@ use tokio::task::JoinSet;
 
 pub use stats::ServerStats;
 
-use crate::{ClientError, Encoding, GrpcClient, HttpClient, InferOptions, Tensor};
+use crate::{ClientError, ClientOptions, Encoding, GrpcClient, HttpClient, InferOptions, Tensor};
 use load::{Load, Recorder, Target, Window};
 use stats::Snapshot;
 
@@ -121,11 +121,15 @@ pub struct PerfConfig {
     pub connections: usize,
     /// Open loop: the most requests outstanding at once (default 4096).
     pub max_outstanding: usize,
+    /// Timeouts and TLS of every connection (default: [`ClientOptions::default`]).
+    /// A request that times out counts as an error of kind `"timeout"`.
+    pub client: ClientOptions,
 }
 
 impl PerfConfig {
     /// A configuration with the defaults: JSON over HTTP, batch 1, 1 s warm-up,
-    /// one 5 s window, one connection, at most 4096 outstanding.
+    /// one 5 s window, one connection, at most 4096 outstanding, the default
+    /// client options.
     pub fn new(url: impl Into<String>, protocol: Protocol, model: impl Into<String>, mode: Mode) -> PerfConfig {
         PerfConfig {
             url: url.into(),
@@ -142,6 +146,7 @@ impl PerfConfig {
             input_data: None,
             connections: 1,
             max_outstanding: 4096,
+            client: ClientOptions::default(),
         }
     }
 
@@ -264,11 +269,11 @@ enum Conn {
 impl Conn {
     async fn open(config: &PerfConfig) -> Result<Conn, ClientError> {
         Ok(match config.protocol {
-            Protocol::Http => Conn::Http(HttpClient::new(&config.url)?),
+            Protocol::Http => Conn::Http(HttpClient::with_options(&config.url, &config.client)?),
             Protocol::Grpc => {
                 let mut clients = Vec::with_capacity(config.connections);
                 for _ in 0..config.connections {
-                    clients.push(GrpcClient::connect(&config.url).await?);
+                    clients.push(GrpcClient::connect_with_options(&config.url, &config.client).await?);
                 }
                 Conn::Grpc(clients)
             }
