@@ -1,5 +1,8 @@
 //! The one error type of the client.
 
+use std::fmt;
+use std::time::Duration;
+
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -20,7 +23,18 @@ pub enum ClientError {
         /// The status message.
         message: String,
     },
-    /// The server could not be reached, or the URL is invalid.
+    /// The call did not finish within the client's timeout
+    /// ([`ClientOptions`](crate::ClientOptions)): connecting took longer than
+    /// `connect_timeout`, or the whole request longer than `request_timeout`.
+    #[error("{phase} timed out after {after:?}")]
+    Timeout {
+        /// What timed out.
+        phase: TimeoutPhase,
+        /// The timeout that expired.
+        after: Duration,
+    },
+    /// The server could not be reached, the TLS handshake failed, or the URL
+    /// is invalid.
     #[error("transport: {0}")]
     Transport(String),
     /// Data that cannot be converted: a malformed response, or a tensor or
@@ -33,12 +47,48 @@ pub enum ClientError {
     InvalidArgument(String),
 }
 
+/// The part of a call that [`ClientError::Timeout`] reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeoutPhase {
+    /// Establishing the connection (TCP, and TLS where used).
+    Connect,
+    /// The request, from sending it to the end of the response.
+    Request,
+}
+
+impl fmt::Display for TimeoutPhase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TimeoutPhase::Connect => "connect",
+            TimeoutPhase::Request => "request",
+        })
+    }
+}
+
 impl From<tonic::Status> for ClientError {
+    /// The status's code and message; for a status made on this side (a
+    /// transport failure) the message also carries the causes, such as the
+    /// TLS alert that ended the connection.
     fn from(s: tonic::Status) -> ClientError {
+        let mut message = s.message().to_string();
+        append_sources(&mut message, std::error::Error::source(&s));
         ClientError::Grpc {
             code: s.code(),
-            message: s.message().to_string(),
+            message,
         }
+    }
+}
+
+/// Appends each error of the chain from `source` that `message` does not
+/// already say.
+fn append_sources(message: &mut String, mut source: Option<&(dyn std::error::Error + 'static)>) {
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = s.source();
     }
 }
 
@@ -48,15 +98,7 @@ impl ClientError {
     /// in the sources).
     pub(crate) fn transport(e: &(dyn std::error::Error + 'static)) -> ClientError {
         let mut message = e.to_string();
-        let mut source = e.source();
-        while let Some(s) = source {
-            let text = s.to_string();
-            if !message.contains(&text) {
-                message.push_str(": ");
-                message.push_str(&text);
-            }
-            source = s.source();
-        }
+        append_sources(&mut message, e.source());
         ClientError::Transport(message)
     }
 }

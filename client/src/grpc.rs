@@ -2,14 +2,16 @@
 //! tonic client, plus conversions between [`Tensor`]s and the proto messages.
 
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tonic::transport::{Channel, Endpoint};
 
+use crate::options::resolve_scheme;
 use crate::proto::grpc_inference_service_client::GrpcInferenceServiceClient;
 use crate::proto::model_infer_request::{InferInputTensor, InferRequestedOutputTensor};
 use crate::proto::{self, infer_parameter::ParameterChoice};
-use crate::{ClientError, Data, InferOptions, InferResult, Tensor};
+use crate::{ClientError, ClientOptions, Data, InferOptions, InferResult, Tensor, TimeoutPhase};
 
 /// Largest message sent or received (the default of 4 MiB is too small for
 /// batched tensors).
@@ -22,24 +24,60 @@ pub struct GrpcClient {
     inner: GrpcInferenceServiceClient<Channel>,
     /// Sent as `authorization: Bearer` metadata on admin calls.
     token: Option<String>,
+    /// The limit of each call.
+    request_timeout: Option<Duration>,
 }
 
 impl GrpcClient {
     /// Connects to `url` (`"http://127.0.0.1:8001"`, or without scheme
-    /// `"127.0.0.1:8001"`); messages of up to 64 MiB pass either way.
+    /// `"127.0.0.1:8001"`) with the default [`ClientOptions`]; messages of up
+    /// to 64 MiB pass either way.
     pub async fn connect(url: &str) -> Result<GrpcClient, ClientError> {
-        let with_scheme = if url.contains("://") {
-            url.to_string()
-        } else {
-            format!("http://{url}")
-        };
-        let endpoint = Endpoint::from_shared(with_scheme)
+        GrpcClient::connect_with_options(url, &ClientOptions::default()).await
+    }
+
+    /// Connects to `url` with `options`: TLS for an `https://` URL (or one
+    /// without a scheme when TLS options are set; see
+    /// [`TlsOptions`](crate::TlsOptions)). `connect_timeout` bounds this
+    /// first connection (TCP, TLS, HTTP/2 handshake) and the TCP connect and
+    /// TLS handshake of each later reconnection; `request_timeout` bounds
+    /// every call.
+    pub async fn connect_with_options(url: &str, options: &ClientOptions) -> Result<GrpcClient, ClientError> {
+        let (with_scheme, use_tls) = resolve_scheme(url, &options.tls)?;
+        let mut endpoint = Endpoint::from_shared(with_scheme)
             .map_err(|e| ClientError::Transport(format!("invalid URL '{url}': {e}")))?;
-        let channel = endpoint.connect().await.map_err(|e| ClientError::transport(&e))?;
+        if let Some(t) = options.connect_timeout {
+            endpoint = endpoint.connect_timeout(t);
+        }
+        if use_tls {
+            let config = crate::tls::tonic_config(&options.tls, options.connect_timeout)?;
+            endpoint = endpoint.tls_config(config).map_err(|e| ClientError::transport(&e))?;
+        }
+        let timed_out = |after| ClientError::Timeout {
+            phase: TimeoutPhase::Connect,
+            after,
+        };
+        let started = Instant::now();
+        let connect = endpoint.connect();
+        let channel = match options.connect_timeout {
+            Some(t) => match tokio::time::timeout(t, connect).await {
+                Ok(Ok(channel)) => channel,
+                // Also the TLS handshake's own timeout, the same one, which
+                // may expire in the same instant.
+                Ok(Err(_)) if started.elapsed() >= t => return Err(timed_out(t)),
+                Ok(Err(e)) => return Err(ClientError::transport(&e)),
+                Err(_) => return Err(timed_out(t)),
+            },
+            None => connect.await.map_err(|e| ClientError::transport(&e))?,
+        };
         let inner = GrpcInferenceServiceClient::new(channel)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        Ok(GrpcClient { inner, token: None })
+        Ok(GrpcClient {
+            inner,
+            token: None,
+            request_timeout: options.request_timeout,
+        })
     }
 
     /// The same client, sending `authorization: Bearer <token>` metadata on
@@ -61,29 +99,40 @@ impl GrpcClient {
         Ok(request)
     }
 
-    /// A handle for one call (tonic's calls take `&mut self`).
-    fn client(&self) -> GrpcInferenceServiceClient<Channel> {
-        self.inner.clone()
+    /// Runs one call (`call` gets a handle of its own: tonic's calls take
+    /// `&mut self`) within the request timeout, and unwraps its response. A
+    /// call that times out is dropped, which resets its HTTP/2 stream.
+    async fn call<T, F>(&self, call: impl FnOnce(GrpcInferenceServiceClient<Channel>) -> F) -> Result<T, ClientError>
+    where
+        F: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let response = call(self.inner.clone());
+        let response = match self.request_timeout {
+            Some(t) => tokio::time::timeout(t, response)
+                .await
+                .map_err(|_| ClientError::Timeout {
+                    phase: TimeoutPhase::Request,
+                    after: t,
+                })?,
+            None => response.await,
+        };
+        Ok(response?.into_inner())
     }
 
     /// `ServerLive`.
     pub async fn live(&self) -> Result<bool, ClientError> {
-        Ok(self
-            .client()
-            .server_live(proto::ServerLiveRequest {})
-            .await?
-            .into_inner()
-            .live)
+        let response = self
+            .call(|mut c| async move { c.server_live(proto::ServerLiveRequest {}).await })
+            .await?;
+        Ok(response.live)
     }
 
     /// `ServerReady`.
     pub async fn ready(&self) -> Result<bool, ClientError> {
-        Ok(self
-            .client()
-            .server_ready(proto::ServerReadyRequest {})
-            .await?
-            .into_inner()
-            .ready)
+        let response = self
+            .call(|mut c| async move { c.server_ready(proto::ServerReadyRequest {}).await })
+            .await?;
+        Ok(response.ready)
     }
 
     /// `ModelReady`; `None` lets the server choose the version.
@@ -92,16 +141,14 @@ impl GrpcClient {
             name: model.to_string(),
             version: version.unwrap_or_default().to_string(),
         };
-        Ok(self.client().model_ready(request).await?.into_inner().ready)
+        let response = self.call(|mut c| async move { c.model_ready(request).await }).await?;
+        Ok(response.ready)
     }
 
     /// `ServerMetadata`.
     pub async fn server_metadata(&self) -> Result<proto::ServerMetadataResponse, ClientError> {
-        Ok(self
-            .client()
-            .server_metadata(proto::ServerMetadataRequest {})
-            .await?
-            .into_inner())
+        self.call(|mut c| async move { c.server_metadata(proto::ServerMetadataRequest {}).await })
+            .await
     }
 
     /// `ModelMetadata`.
@@ -114,7 +161,7 @@ impl GrpcClient {
             name: model.to_string(),
             version: version.unwrap_or_default().to_string(),
         };
-        Ok(self.client().model_metadata(request).await?.into_inner())
+        self.call(|mut c| async move { c.model_metadata(request).await }).await
     }
 
     /// `ModelConfig`: the model's effective configuration.
@@ -123,10 +170,8 @@ impl GrpcClient {
             name: model.to_string(),
             version: version.unwrap_or_default().to_string(),
         };
-        self.client()
-            .model_config(request)
+        self.call(|mut c| async move { c.model_config(request).await })
             .await?
-            .into_inner()
             .config
             .ok_or_else(|| ClientError::Decode("ModelConfig response without a config".into()))
     }
@@ -141,7 +186,8 @@ impl GrpcClient {
             name: model.unwrap_or_default().to_string(),
             version: version.unwrap_or_default().to_string(),
         };
-        Ok(self.client().model_statistics(request).await?.into_inner())
+        self.call(|mut c| async move { c.model_statistics(request).await })
+            .await
     }
 
     /// `RepositoryIndex` (only the ready models with `ready_only`).
@@ -150,7 +196,8 @@ impl GrpcClient {
             repository_name: String::new(),
             ready: ready_only,
         };
-        Ok(self.client().repository_index(request).await?.into_inner())
+        self.call(|mut c| async move { c.repository_index(request).await })
+            .await
     }
 
     /// `RepositoryModelLoad`, with an optional JSON model configuration that
@@ -171,10 +218,10 @@ impl GrpcClient {
             model_name: model.to_string(),
             parameters,
         };
-        self.client()
-            .repository_model_load(self.admin_request(request)?)
-            .await?;
-        Ok(())
+        let request = self.admin_request(request)?;
+        self.call(|mut c| async move { c.repository_model_load(request).await })
+            .await
+            .map(drop)
     }
 
     /// `RepositoryModelUnload`.
@@ -184,10 +231,10 @@ impl GrpcClient {
             model_name: model.to_string(),
             parameters: HashMap::new(),
         };
-        self.client()
-            .repository_model_unload(self.admin_request(request)?)
-            .await?;
-        Ok(())
+        let request = self.admin_request(request)?;
+        self.call(|mut c| async move { c.repository_model_unload(request).await })
+            .await
+            .map(drop)
     }
 
     /// `ModelInfer` with inputs in `raw_input_contents`. Outputs are read from
@@ -213,7 +260,7 @@ impl GrpcClient {
 
     /// Sends `request` unchanged (for tests of malformed requests).
     pub async fn infer_raw(&self, request: proto::ModelInferRequest) -> Result<proto::ModelInferResponse, ClientError> {
-        Ok(self.client().model_infer(request).await?.into_inner())
+        self.call(|mut c| async move { c.model_infer(request).await }).await
     }
 }
 
@@ -224,7 +271,10 @@ pub(crate) fn raw_request(
     opts: &InferOptions,
 ) -> Result<proto::ModelInferRequest, ClientError> {
     let mut request = request_header(model, inputs, opts)?;
-    request.raw_input_contents = inputs.iter().map(|t| t.to_raw().into()).collect();
+    request.raw_input_contents = inputs
+        .iter()
+        .map(|t| t.to_raw().map(Into::into))
+        .collect::<Result<_, _>>()?;
     Ok(request)
 }
 
@@ -444,7 +494,7 @@ mod tests {
         let t = Tensor::new("y", vec![2], Data::F16(vec![0x3c00, 0]));
         let resp = proto::ModelInferResponse {
             outputs: vec![output("y", "FP16", vec![2], None)],
-            raw_output_contents: vec![t.to_raw().into()],
+            raw_output_contents: vec![t.to_raw().unwrap().into()],
             ..Default::default()
         };
         assert_eq!(decode_response(resp).unwrap().outputs, [t]);

@@ -12,6 +12,11 @@
 //! the server keep their protocol's status ([`ClientError::Http`],
 //! [`ClientError::Grpc`]) so tests can assert on them.
 //!
+//! Connections take [`ClientOptions`]: a connect and a request timeout (a
+//! call that exceeds one fails with [`ClientError::Timeout`]) and
+//! [`TlsOptions`] (rustls: a CA bundle, a client certificate for mutual TLS,
+//! the server name to expect), the same for both protocols.
+//!
 //! The HTTP wire format lives in `http::codec` as pure functions, unit-tested
 //! without a server. [`perf`] is a load generator on top of both transports
 //! (the CLI's `perf` subcommand, and usable in-process by benchmarks).
@@ -19,12 +24,15 @@
 mod error;
 mod grpc;
 mod http;
+mod options;
 pub mod perf;
 mod tensor;
+mod tls;
 
-pub use error::ClientError;
+pub use error::{ClientError, TimeoutPhase};
 pub use grpc::GrpcClient;
 pub use http::HttpClient;
+pub use options::{ClientOptions, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, TlsOptions};
 pub use switchyard_proto::inference as proto;
 pub use tensor::{Data, Tensor};
 

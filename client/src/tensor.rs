@@ -122,11 +122,13 @@ impl Data {
         macro_rules! fixed {
             ($variant:ident, $t:ty) => {{
                 const N: usize = std::mem::size_of::<$t>();
-                if raw.len() != count * N {
+                let need = count
+                    .checked_mul(N)
+                    .ok_or_else(|| format!("{count} elements of {datatype} are more than memory can hold"))?;
+                if raw.len() != need {
                     return Err(format!(
-                        "{} bytes of {datatype} data, but {count} elements need {}",
-                        raw.len(),
-                        count * N
+                        "{} bytes of {datatype} data, but {count} elements need {need}",
+                        raw.len()
                     ));
                 }
                 Data::$variant(
@@ -169,7 +171,8 @@ impl Data {
     /// serializers write for NaN) and the strings `"NaN"`, `"Infinity"`,
     /// `"-Infinity"`; numbers for FP16/BF16.
     fn from_json(datatype: &str, count: usize, value: &Value) -> Result<Data, String> {
-        let mut flat = Vec::with_capacity(count);
+        // No capacity from `count`: it comes from a shape, which may be absurd.
+        let mut flat = Vec::new();
         flatten(value, &mut flat);
         if flat.len() != count {
             return Err(format!(
@@ -258,6 +261,16 @@ fn decode_bytes(mut raw: &[u8], count: usize) -> Result<Vec<Vec<u8>>, String> {
         return Err(format!("{} BYTES elements, but the shape holds {count}", out.len()));
     }
     Ok(out)
+}
+
+/// The 4-byte little-endian length prefix of a BYTES element of `len` bytes.
+fn bytes_length_prefix(len: usize) -> Result<[u8; 4], String> {
+    u32::try_from(len).map(u32::to_le_bytes).map_err(|_| {
+        format!(
+            "{len} bytes is too long: the raw format's length prefix holds at most {} bytes",
+            u32::MAX
+        )
+    })
 }
 
 /// Number of elements of `shape`; an empty shape is a scalar (one element).
@@ -359,11 +372,9 @@ impl Tensor {
 
     /// Raw little-endian bytes, row-major, no padding; BYTES elements each
     /// take a 4-byte little-endian length prefix followed by their bytes.
-    ///
-    /// # Panics
-    ///
-    /// If a BYTES element is 4 GiB or larger (the prefix cannot express it).
-    pub fn to_raw(&self) -> Vec<u8> {
+    /// Fails with [`ClientError::Decode`] when a BYTES element is 4 GiB or
+    /// larger (the prefix cannot express it).
+    pub fn to_raw(&self) -> Result<Vec<u8>, ClientError> {
         macro_rules! le {
             ($v:expr, $n:literal) => {{
                 let mut out = Vec::with_capacity($v.len() * $n);
@@ -373,7 +384,7 @@ impl Tensor {
                 out
             }};
         }
-        match &self.data {
+        Ok(match &self.data {
             Data::Bool(v) => v.iter().map(|&b| u8::from(b)).collect(),
             Data::U8(v) => v.clone(),
             Data::I8(v) => v.iter().map(|x| x.to_le_bytes()[0]).collect(),
@@ -387,14 +398,15 @@ impl Tensor {
             Data::F64(v) => le!(v, 8),
             Data::Bytes(v) => {
                 let mut out = Vec::with_capacity(v.iter().map(|e| e.len() + 4).sum());
-                for e in v {
-                    let len = u32::try_from(e.len()).expect("a BYTES element must be smaller than 4 GiB");
-                    out.extend_from_slice(&len.to_le_bytes());
+                for (i, e) in v.iter().enumerate() {
+                    let prefix = bytes_length_prefix(e.len())
+                        .map_err(|m| ClientError::Decode(format!("tensor '{}': BYTES element {i}: {m}", self.name)))?;
+                    out.extend_from_slice(&prefix);
                     out.extend_from_slice(e);
                 }
                 out
             }
-        }
+        })
     }
 
     /// Decodes raw little-endian bytes (the inverse of [`Tensor::to_raw`]);
@@ -466,7 +478,7 @@ mod tests {
     #[test]
     fn raw_round_trips_every_datatype() {
         for t in every_datatype() {
-            let raw = t.to_raw();
+            let raw = t.to_raw().unwrap();
             let back = Tensor::from_raw(&t.name, t.datatype(), t.shape.clone(), &raw).unwrap();
             assert_eq!(back, t, "{}", t.name);
         }
@@ -475,13 +487,37 @@ mod tests {
     #[test]
     fn raw_layout_is_little_endian_with_length_prefixed_bytes() {
         let t = Tensor::new("x", vec![2], Data::I32(vec![1, -2]));
-        assert_eq!(t.to_raw(), [1, 0, 0, 0, 0xfe, 0xff, 0xff, 0xff]);
+        assert_eq!(t.to_raw().unwrap(), [1, 0, 0, 0, 0xfe, 0xff, 0xff, 0xff]);
         let t = Tensor::new("x", vec![2], Data::Bool(vec![true, false]));
-        assert_eq!(t.to_raw(), [1, 0]);
+        assert_eq!(t.to_raw().unwrap(), [1, 0]);
         let t = Tensor::new("x", vec![3], Data::Bytes(vec![b"ab".to_vec(), vec![], vec![0xff]]));
-        assert_eq!(t.to_raw(), [2, 0, 0, 0, b'a', b'b', 0, 0, 0, 0, 1, 0, 0, 0, 0xff]);
+        assert_eq!(
+            t.to_raw().unwrap(),
+            [2, 0, 0, 0, b'a', b'b', 0, 0, 0, 0, 1, 0, 0, 0, 0xff]
+        );
         let t = Tensor::new("x", vec![1], Data::F16(vec![0x3c00]));
-        assert_eq!(t.to_raw(), [0x00, 0x3c]);
+        assert_eq!(t.to_raw().unwrap(), [0x00, 0x3c]);
+    }
+
+    #[test]
+    fn bytes_elements_too_long_for_the_length_prefix_are_an_error() {
+        assert_eq!(bytes_length_prefix(0), Ok([0; 4]));
+        assert_eq!(bytes_length_prefix(0x0102_0304), Ok([4, 3, 2, 1]));
+        assert_eq!(bytes_length_prefix(u32::MAX as usize), Ok([0xff; 4]));
+        let e = bytes_length_prefix(u32::MAX as usize + 1).unwrap_err();
+        assert!(e.contains("4294967296 bytes is too long"), "{e}");
+        assert!(bytes_length_prefix(usize::MAX).is_err());
+    }
+
+    #[test]
+    fn absurd_shapes_are_errors_not_panics() {
+        let huge = vec![1i64 << 62];
+        let e = Tensor::from_raw("t", "INT64", huge.clone(), &[]).unwrap_err();
+        assert!(e.to_string().contains("more than memory can hold"), "{e}");
+        let e = Tensor::from_json("t", "INT64", huge, &json!([1])).unwrap_err();
+        assert!(e.to_string().contains("has 1 elements"), "{e}");
+        let e = Tensor::from_raw("t", "BYTES", vec![1i64 << 62], &[]).unwrap_err();
+        assert!(e.to_string().contains("the shape holds"), "{e}");
     }
 
     #[test]

@@ -227,7 +227,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("in.bin");
         let t = Tensor::new("S", vec![2], Data::Bytes(vec![vec![0xff, 0], b"x".to_vec()]));
-        std::fs::write(&path, t.to_raw()).unwrap();
+        std::fs::write(&path, t.to_raw().unwrap()).unwrap();
         assert_eq!(parse_input(&format!("S:BYTES:2:@{}", path.display())), Ok(t));
         std::fs::write(&path, [1, 0, 0, 0, 2, 0]).unwrap();
         let e = parse_input(&format!("X:INT32:2:@{}", path.display())).unwrap_err();

@@ -10,24 +10,76 @@ mod plot;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
-use switchyard_client::{Encoding, GrpcClient, HttpClient, InferOptions, InferResult, Tensor};
+use switchyard_client::{
+    ClientOptions, Encoding, GrpcClient, HttpClient, InferOptions, InferResult, Tensor, TlsOptions,
+};
 
 /// Command-line client for Switchyard and other KServe V2 / Triton servers.
 #[derive(Debug, Parser)]
 #[command(name = "switchyard-client", version)]
 pub struct Cli {
-    /// Server address [default: http://127.0.0.1:8000 for http, 127.0.0.1:8001 for grpc].
+    /// Server address [default: 127.0.0.1:8000 for http, 127.0.0.1:8001 for grpc]. TLS is used
+    /// with https://, or without a scheme when a TLS option is given.
     #[arg(long, global = true)]
     pub url: Option<String>,
     /// Protocol to speak.
     #[arg(long, global = true, value_enum, default_value_t = Protocol::Http)]
     pub protocol: Protocol,
+    /// Seconds one request may take, connecting included (0: no limit).
+    #[arg(long, global = true, value_name = "SECS", default_value = "60", value_parser = parse_limit)]
+    pub timeout: Limit,
+    /// Seconds connecting may take, TLS handshake included (0: no limit).
+    #[arg(long, global = true, value_name = "SECS", default_value = "10", value_parser = parse_limit)]
+    pub connect_timeout: Limit,
+    /// TLS: PEM file of the CA certificates to trust instead of the system's.
+    #[arg(long, global = true, value_name = "PATH")]
+    pub ca_file: Option<PathBuf>,
+    /// TLS: PEM client certificate (chain) for mutual TLS; needs --key.
+    #[arg(long, global = true, value_name = "PATH", requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// TLS: PEM private key of --cert.
+    #[arg(long, global = true, value_name = "PATH", requires = "cert")]
+    pub key: Option<PathBuf>,
+    /// TLS: the name the server's certificate must carry, when it is not the URL's host.
+    #[arg(long, global = true, value_name = "NAME")]
+    pub tls_server_name: Option<String>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// A time limit from the command line: `None` for 0 (no limit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limit(pub Option<Duration>);
+
+fn parse_limit(s: &str) -> Result<Limit, String> {
+    let secs: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{s}' is not a number of seconds"))?;
+    if secs == 0.0 {
+        return Ok(Limit(None));
+    }
+    match Duration::try_from_secs_f64(secs) {
+        Ok(d) if secs > 0.0 => Ok(Limit(Some(d))),
+        _ => Err(format!("'{s}' is not a number of seconds (0 for no limit)")),
+    }
+}
+
+impl Cli {
+    /// The connection options the flags give (reads the TLS files).
+    pub fn client_options(&self) -> Result<ClientOptions> {
+        let mut tls = TlsOptions::from_files(self.ca_file.as_deref(), self.cert.as_deref(), self.key.as_deref())?;
+        tls.server_name = self.tls_server_name.clone();
+        Ok(ClientOptions::default()
+            .with_connect_timeout(self.connect_timeout.0)
+            .with_request_timeout(self.timeout.0)
+            .with_tls(tls))
+    }
 }
 
 /// Wire protocol.
@@ -134,19 +186,19 @@ pub enum Conn {
 /// The address used when `--url` is not given.
 pub fn default_url(protocol: Protocol) -> &'static str {
     match protocol {
-        Protocol::Http => "http://127.0.0.1:8000",
+        Protocol::Http => "127.0.0.1:8000",
         Protocol::Grpc => "127.0.0.1:8001",
     }
 }
 
 impl Conn {
     /// Connects with `protocol` to `url`, or to the protocol's default address.
-    pub async fn connect(protocol: Protocol, url: Option<&str>) -> Result<Conn> {
+    pub async fn connect(protocol: Protocol, url: Option<&str>, options: &ClientOptions) -> Result<Conn> {
         let url = url.unwrap_or(default_url(protocol));
         Ok(match protocol {
-            Protocol::Http => Conn::Http(HttpClient::new(url)?),
+            Protocol::Http => Conn::Http(HttpClient::with_options(url, options)?),
             Protocol::Grpc => Conn::Grpc(
-                GrpcClient::connect(url)
+                GrpcClient::connect_with_options(url, options)
                     .await
                     .with_context(|| format!("connecting to {url}"))?,
             ),
@@ -164,17 +216,18 @@ impl Conn {
 
 /// Runs the command line; the exit code reports the command's outcome.
 pub async fn run(cli: Cli) -> Result<ExitCode> {
-    let (protocol, url) = (cli.protocol, cli.url.as_deref());
+    let options = cli.client_options()?;
+    let (protocol, url, o) = (cli.protocol, cli.url.as_deref(), &options);
     match cli.command {
-        Command::Ready => ready(&Conn::connect(protocol, url).await?).await,
-        Command::Models => models(&Conn::connect(protocol, url).await?).await,
+        Command::Ready => ready(&Conn::connect(protocol, url, o).await?).await,
+        Command::Models => models(&Conn::connect(protocol, url, o).await?).await,
         Command::Metadata { model, version } => {
-            metadata(&Conn::connect(protocol, url).await?, &model, version.as_deref()).await
+            metadata(&Conn::connect(protocol, url, o).await?, &model, version.as_deref()).await
         }
-        Command::Infer(args) => infer(&Conn::connect(protocol, url).await?, args).await,
+        Command::Infer(args) => infer(&Conn::connect(protocol, url, o).await?, args).await,
         // The load generator opens its own connections.
-        Command::Perf(args) => perf::run(protocol, url, args).await,
-        Command::Labels { model } => print_json(admin_client(url, None)?.labels(&model).await?),
+        Command::Perf(args) => perf::run(protocol, url, o, args).await,
+        Command::Labels { model } => print_json(admin_client(url, None, o)?.labels(&model).await?),
         Command::Label {
             model,
             label,
@@ -182,7 +235,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             delete,
             token,
         } => {
-            let c = admin_client(url, token.as_deref())?;
+            let c = admin_client(url, token.as_deref(), o)?;
             print_json(match (delete, label.as_str(), version.as_deref()) {
                 (true, "default", _) => c.set_default(&model, "latest").await?,
                 (true, _, _) => c.delete_label(&model, &label).await?,
@@ -197,7 +250,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             to,
             token,
         } => print_json(
-            admin_client(url, token.as_deref())?
+            admin_client(url, token.as_deref(), o)?
                 .rollback(&model, label.as_deref(), to.as_deref())
                 .await?,
         ),
@@ -205,8 +258,8 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
 }
 
 /// The label and rollback API is Switchyard's own, over HTTP.
-fn admin_client(url: Option<&str>, token: Option<&str>) -> Result<HttpClient> {
-    let c = HttpClient::new(url.unwrap_or(default_url(Protocol::Http)))?;
+fn admin_client(url: Option<&str>, token: Option<&str>, options: &ClientOptions) -> Result<HttpClient> {
+    let c = HttpClient::with_options(url.unwrap_or(default_url(Protocol::Http)), options)?;
     Ok(match token {
         Some(t) => c.with_admin_token(t),
         None => c,
@@ -318,5 +371,48 @@ mod tests {
         );
         let bad = Cli::try_parse_from(["switchyard-client", "infer", "simple", "--input", "A:INT32:2:1"]);
         assert!(bad.unwrap_err().to_string().contains("2 elements"));
+    }
+
+    #[test]
+    fn timeouts_and_tls_flags_are_global() {
+        let cli = Cli::try_parse_from(["switchyard-client", "ready"]).unwrap();
+        let o = cli.client_options().unwrap();
+        assert_eq!(o.request_timeout, Some(Duration::from_secs(60)));
+        assert_eq!(o.connect_timeout, Some(Duration::from_secs(10)));
+        assert!(!o.tls.is_set());
+        let cli = Cli::try_parse_from([
+            "switchyard-client",
+            "perf",
+            "-m",
+            "simple",
+            "--timeout",
+            "0.25",
+            "--connect-timeout",
+            "0",
+            "--tls-server-name",
+            "switchyard.test",
+        ])
+        .unwrap();
+        let o = cli.client_options().unwrap();
+        assert_eq!(o.request_timeout, Some(Duration::from_millis(250)));
+        assert_eq!(o.connect_timeout, None);
+        assert_eq!(o.tls.server_name.as_deref(), Some("switchyard.test"));
+        for bad in ["-1", "x", "1e300", "NaN"] {
+            assert!(
+                Cli::try_parse_from(["switchyard-client", "--timeout", bad, "ready"]).is_err(),
+                "{bad}"
+            );
+        }
+        // A certificate needs its key and the other way round.
+        assert!(Cli::try_parse_from(["switchyard-client", "--cert", "c.pem", "ready"]).is_err());
+        assert!(Cli::try_parse_from(["switchyard-client", "ready", "--key", "k.pem"]).is_err());
+        let missing = Cli::try_parse_from(["switchyard-client", "ready", "--ca-file", "/nonexistent/ca.pem"]).unwrap();
+        assert!(
+            missing
+                .client_options()
+                .unwrap_err()
+                .to_string()
+                .contains("/nonexistent/ca.pem")
+        );
     }
 }

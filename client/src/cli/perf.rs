@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{ArgGroup, Args, ValueEnum};
-use switchyard_client::Encoding;
 use switchyard_client::perf::{self, Distribution, Mode, PerfConfig, PerfReport};
+use switchyard_client::{ClientOptions, Encoding};
 
 use super::output::table;
 use super::plot::{self, PlotPoint};
@@ -122,7 +122,7 @@ impl FromStr for ConcurrencyRange {
 
 fn parse_secs(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
-        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        Ok(v) if v >= 0.0 && Duration::try_from_secs_f64(v).is_ok() => Ok(v),
         _ => Err(format!("'{s}' is not a number of seconds")),
     }
 }
@@ -147,7 +147,7 @@ impl PerfArgs {
             .collect()
     }
 
-    fn config(&self, protocol: Protocol, url: &str, mode: Mode) -> PerfConfig {
+    fn config(&self, protocol: Protocol, url: &str, options: &ClientOptions, mode: Mode) -> PerfConfig {
         let protocol = match protocol {
             Protocol::Http => perf::Protocol::Http,
             Protocol::Grpc => perf::Protocol::Grpc,
@@ -163,17 +163,18 @@ impl PerfArgs {
         c.input_data = self.input_data.clone();
         c.connections = self.connections;
         c.max_outstanding = self.max_outstanding;
+        c.client = options.clone();
         c
     }
 }
 
 /// Runs `perf`: fails on the first run that cannot start; exits with 1 when
 /// a run completed no request at all.
-pub async fn run(protocol: Protocol, url: Option<&str>, args: PerfArgs) -> Result<ExitCode> {
+pub async fn run(protocol: Protocol, url: Option<&str>, options: &ClientOptions, args: PerfArgs) -> Result<ExitCode> {
     let url = url.unwrap_or(default_url(protocol));
     let mut reports = Vec::new();
     for mode in args.modes() {
-        let report = perf::run(&args.config(protocol, url, mode))
+        let report = perf::run(&args.config(protocol, url, options, mode))
             .await
             .with_context(|| format!("{} on '{}' at {url}", mode_label(&mode), args.model))?;
         println!("{}", block(&report));
@@ -374,14 +375,17 @@ mod tests {
                 distribution: Distribution::Poisson
             }]
         );
-        let config = open.config(Protocol::Grpc, "127.0.0.1:1", open.modes()[0]);
+        let options = ClientOptions::default().with_request_timeout(Duration::from_millis(300));
+        let config = open.config(Protocol::Grpc, "127.0.0.1:1", &options, open.modes()[0]);
         assert_eq!(config.protocol, perf::Protocol::Grpc);
+        assert_eq!(config.client.request_timeout, Some(Duration::from_millis(300)));
         assert_eq!(config.measurement, Duration::from_secs(5));
         // One kind of load at a time; a distribution needs a rate.
         assert!(parse(&["--concurrency", "2", "--request-rate", "5"]).is_err());
         assert!(parse(&["--concurrency", "2", "--concurrency-range", "1:2"]).is_err());
         assert!(parse(&["--distribution", "poisson"]).is_err());
         assert!(parse(&["--measurement-secs", "-1"]).is_err());
+        assert!(parse(&["--warmup-secs", "1e300"]).is_err());
         assert!(parse(&["--concurrency-range", "8:1"]).is_err());
     }
 

@@ -72,8 +72,8 @@ pub fn encode_request(inputs: &[Tensor], opts: &InferOptions) -> Result<EncodedR
         .iter()
         .map(|t| {
             let binary = opts.input_encoding == Encoding::Binary || !t.data.json_exact();
-            if binary {
-                let raw = t.to_raw();
+            Ok(if binary {
+                let raw = t.to_raw()?;
                 let size = raw.len();
                 raw_parts.push(raw);
                 InputJson {
@@ -91,9 +91,9 @@ pub fn encode_request(inputs: &[Tensor], opts: &InferOptions) -> Result<EncodedR
                     parameters: None,
                     data: Some(JsonData(&t.data)),
                 }
-            }
+            })
         })
-        .collect();
+        .collect::<Result<_, ClientError>>()?;
     let outputs = opts
         .outputs
         .iter()

@@ -2,12 +2,15 @@
 
 pub(crate) mod codec;
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use reqwest::header::{CONTENT_TYPE, HeaderMap};
 use reqwest::{Method, RequestBuilder, Url};
 use serde_json::{Value, json};
 
-use crate::{ClientError, InferOptions, InferResult, Tensor};
+use crate::options::resolve_scheme;
+use crate::{ClientError, ClientOptions, InferOptions, InferResult, Tensor, TimeoutPhase};
 
 /// A client of one server's HTTP endpoint. Cheap to clone (connections are
 /// pooled and shared between clones).
@@ -17,33 +20,65 @@ pub struct HttpClient {
     base: Url,
     /// Sent as `Authorization: Bearer` on every request (admin operations).
     token: Option<String>,
-}
-
-fn transport(e: reqwest::Error) -> ClientError {
-    ClientError::transport(&e)
+    /// The configured timeouts, to name the one that expired.
+    connect_timeout: Option<Duration>,
+    request_timeout: Option<Duration>,
 }
 
 impl HttpClient {
     /// A client for `base_url` (`"http://127.0.0.1:8000"`, or without scheme
-    /// `"127.0.0.1:8000"`; a path prefix is kept). Connects directly: proxy
-    /// environment variables are ignored, as Triton's clients do.
+    /// `"127.0.0.1:8000"`; a path prefix is kept) with the default
+    /// [`ClientOptions`]. Connects directly: proxy environment variables are
+    /// ignored, as Triton's clients do.
     pub fn new(base_url: &str) -> Result<HttpClient, ClientError> {
-        let with_scheme = if base_url.contains("://") {
-            base_url.to_string()
-        } else {
-            format!("http://{base_url}")
-        };
+        HttpClient::with_options(base_url, &ClientOptions::default())
+    }
+
+    /// A client for `base_url` with `options`: timeouts, and TLS for an
+    /// `https://` URL (or one without a scheme when TLS options are set; see
+    /// [`TlsOptions`](crate::TlsOptions)). The TLS options are checked here:
+    /// unreadable PEM data is an [`ClientError::InvalidArgument`].
+    pub fn with_options(base_url: &str, options: &ClientOptions) -> Result<HttpClient, ClientError> {
+        let (with_scheme, use_tls) = resolve_scheme(base_url, &options.tls)?;
         let invalid = |why: String| ClientError::Transport(format!("invalid URL '{base_url}': {why}"));
         let base = Url::parse(&with_scheme).map_err(|e| invalid(e.to_string()))?;
         if !matches!(base.scheme(), "http" | "https") || base.cannot_be_a_base() {
-            return Err(invalid("not an http:// URL".into()));
+            return Err(invalid("not an http:// or https:// URL".into()));
         }
-        let client = reqwest::Client::builder().no_proxy().build().map_err(transport)?;
+        let mut builder = reqwest::Client::builder().no_proxy();
+        if let Some(t) = options.connect_timeout {
+            builder = builder.connect_timeout(t);
+        }
+        if let Some(t) = options.request_timeout {
+            builder = builder.timeout(t);
+        }
+        if use_tls {
+            builder = builder.use_preconfigured_tls(crate::tls::rustls_config(&options.tls)?);
+        }
+        let client = builder.build().map_err(|e| ClientError::transport(&e))?;
         Ok(HttpClient {
             client,
             base,
             token: None,
+            connect_timeout: options.connect_timeout,
+            request_timeout: options.request_timeout,
         })
+    }
+
+    /// A reqwest error as a [`ClientError`]: [`ClientError::Timeout`] when one
+    /// of the configured timeouts expired.
+    fn error(&self, e: reqwest::Error) -> ClientError {
+        if e.is_timeout() {
+            let timeout = if e.is_connect() {
+                self.connect_timeout.map(|d| (TimeoutPhase::Connect, d))
+            } else {
+                self.request_timeout.map(|d| (TimeoutPhase::Request, d))
+            };
+            if let Some((phase, after)) = timeout {
+                return ClientError::Timeout { phase, after };
+            }
+        }
+        ClientError::transport(&e)
     }
 
     /// The same client, sending `Authorization: Bearer <token>` (the server's
@@ -86,10 +121,10 @@ impl HttpClient {
             Some(t) => request.bearer_auth(t),
             None => request,
         };
-        let response = request.send().await.map_err(transport)?;
+        let response = request.send().await.map_err(|e| self.error(e))?;
         let status = response.status().as_u16();
         let headers = response.headers().clone();
-        let body = response.bytes().await.map_err(transport)?;
+        let body = response.bytes().await.map_err(|e| self.error(e))?;
         Ok((status, headers, body))
     }
 

@@ -14,6 +14,10 @@ pub(crate) struct InputSpec {
     pub(crate) shape: Vec<i64>,
 }
 
+/// The most elements one generated input may have (a shape beyond it is
+/// a mistake, or needs `input_data`).
+const MAX_GENERATED_ELEMENTS: usize = 1 << 28;
+
 fn invalid(message: String) -> ClientError {
     ClientError::InvalidArgument(message)
 }
@@ -111,6 +115,13 @@ pub(crate) fn generate(
             let shape = concrete_shape(&spec.shape, max_batch_size > 0, batch);
             let count =
                 crate::tensor::element_count(&shape).map_err(|e| invalid(format!("input '{}': {e}", spec.name)))?;
+            if count > MAX_GENERATED_ELEMENTS {
+                return Err(invalid(format!(
+                    "input '{}': shape {shape:?} holds {count} elements, more than the {MAX_GENERATED_ELEMENTS} \
+                     that are generated; give the inputs as request data instead",
+                    spec.name
+                )));
+            }
             let data = random_data(&spec.datatype, count, &mut rng)
                 .map_err(|e| invalid(format!("input '{}': {e}", spec.name)))?;
             Ok(Tensor::new(spec.name.clone(), shape, data))
@@ -247,6 +258,17 @@ mod tests {
             shape: vec![1],
         }];
         assert!(generate(&unknown, 0, 1, 1).unwrap_err().to_string().contains("FP8"));
+        let huge = [InputSpec {
+            name: "X".into(),
+            datatype: "FP32".into(),
+            shape: vec![1 << 40, 1 << 20],
+        }];
+        assert!(
+            generate(&huge, 0, 1, 1)
+                .unwrap_err()
+                .to_string()
+                .contains("more than the")
+        );
     }
 
     #[test]

@@ -67,6 +67,7 @@ pub(crate) fn error_kind(e: &ClientError) -> String {
     match e {
         ClientError::Http { status, .. } => format!("HTTP {status}"),
         ClientError::Grpc { code, .. } => format!("gRPC {code:?}"),
+        ClientError::Timeout { .. } => "timeout".into(),
         ClientError::Transport(_) => "transport".into(),
         ClientError::Decode(_) => "decode".into(),
         ClientError::InvalidArgument(_) => "invalid argument".into(),

@@ -32,12 +32,16 @@ use tokio::task::JoinSet;
 
 pub use stats::ServerStats;
 
-use crate::{ClientError, Encoding, GrpcClient, HttpClient, InferOptions, Tensor};
+use crate::{ClientError, ClientOptions, Encoding, GrpcClient, HttpClient, InferOptions, Tensor};
 use load::{Load, Recorder, Target, Window};
 use stats::Snapshot;
 
 /// Seed of the generated inputs and of the Poisson schedule.
 const SEED: u64 = 0x5eed_1234_abcd_0001;
+
+/// The lowest open-loop rate, requests per second: the gaps of lower rates
+/// would overflow the clock.
+const MIN_RATE: f64 = 1e-6;
 
 /// How long the end of a run waits for outstanding requests before it
 /// abandons them.
@@ -117,11 +121,15 @@ pub struct PerfConfig {
     pub connections: usize,
     /// Open loop: the most requests outstanding at once (default 4096).
     pub max_outstanding: usize,
+    /// Timeouts and TLS of every connection (default: [`ClientOptions::default`]).
+    /// A request that times out counts as an error of kind `"timeout"`.
+    pub client: ClientOptions,
 }
 
 impl PerfConfig {
     /// A configuration with the defaults: JSON over HTTP, batch 1, 1 s warm-up,
-    /// one 5 s window, one connection, at most 4096 outstanding.
+    /// one 5 s window, one connection, at most 4096 outstanding, the default
+    /// client options.
     pub fn new(url: impl Into<String>, protocol: Protocol, model: impl Into<String>, mode: Mode) -> PerfConfig {
         PerfConfig {
             url: url.into(),
@@ -138,6 +146,7 @@ impl PerfConfig {
             input_data: None,
             connections: 1,
             max_outstanding: 4096,
+            client: ClientOptions::default(),
         }
     }
 
@@ -145,8 +154,8 @@ impl PerfConfig {
         let invalid = |m: &str| Err(ClientError::InvalidArgument(m.into()));
         match self.mode {
             Mode::Closed { concurrency: 0 } => return invalid("concurrency must be at least 1"),
-            Mode::Open { rate, .. } if !(rate.is_finite() && rate > 0.0) => {
-                return invalid("the request rate must be a positive number");
+            Mode::Open { rate, .. } if !(rate.is_finite() && rate >= MIN_RATE) => {
+                return invalid("the request rate must be a number of requests per second of at least 0.000001");
             }
             _ => {}
         }
@@ -260,11 +269,11 @@ enum Conn {
 impl Conn {
     async fn open(config: &PerfConfig) -> Result<Conn, ClientError> {
         Ok(match config.protocol {
-            Protocol::Http => Conn::Http(HttpClient::new(&config.url)?),
+            Protocol::Http => Conn::Http(HttpClient::with_options(&config.url, &config.client)?),
             Protocol::Grpc => {
                 let mut clients = Vec::with_capacity(config.connections);
                 for _ in 0..config.connections {
-                    clients.push(GrpcClient::connect(&config.url).await?);
+                    clients.push(GrpcClient::connect_with_options(&config.url, &config.client).await?);
                 }
                 Conn::Grpc(clients)
             }
@@ -450,6 +459,14 @@ mod tests {
         assert!(open(10.0).validate().is_ok());
         assert!(open(0.0).validate().is_err());
         assert!(open(f64::NAN).validate().is_err());
+        assert!(open(f64::INFINITY).validate().is_err());
+        assert!(open(1e-300).validate().is_err());
+        assert!(open(MIN_RATE).validate().is_ok());
+        // The slowest accepted schedule still has representable gaps.
+        for distribution in [Distribution::Constant, Distribution::Poisson] {
+            let mut slowest = schedule::Schedule::new(MIN_RATE, distribution, SEED);
+            assert!((0..1000).all(|_| slowest.next_gap() > Duration::from_secs(1)));
+        }
         let mut c = closed(1);
         c.windows = 0;
         assert!(c.validate().is_err());

@@ -44,8 +44,8 @@ pub(crate) struct Timed {
 impl Timed {
     fn add(self, other: Timed) -> Timed {
         Timed {
-            count: self.count + other.count,
-            ns: self.ns + other.ns,
+            count: self.count.saturating_add(other.count),
+            ns: self.ns.saturating_add(other.ns),
         }
     }
 
@@ -81,8 +81,8 @@ pub(crate) struct Snapshot {
 impl Snapshot {
     fn add(self, o: Snapshot) -> Snapshot {
         Snapshot {
-            inference_count: self.inference_count + o.inference_count,
-            execution_count: self.execution_count + o.execution_count,
+            inference_count: self.inference_count.saturating_add(o.inference_count),
+            execution_count: self.execution_count.saturating_add(o.execution_count),
             success: self.success.add(o.success),
             fail: self.fail.add(o.fail),
             queue: self.queue.add(o.queue),
@@ -225,6 +225,13 @@ mod tests {
         assert_eq!(after.since(&after), ServerStats::default());
         assert_eq!(before.since(&after).request_count, 0);
         assert!(Snapshot::from_json(&json!({"error": "x"})).is_err());
+    }
+
+    #[test]
+    fn huge_counters_saturate() {
+        let v = json!({"inference_count": u64::MAX, "inference_stats": {"success": {"count": u64::MAX, "ns": 1}}});
+        let s = Snapshot::from_json(&json!({"model_stats": [v.clone(), v]})).unwrap();
+        assert_eq!((s.inference_count, s.success.count), (u64::MAX, u64::MAX));
     }
 
     #[test]
