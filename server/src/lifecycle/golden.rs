@@ -210,7 +210,17 @@ pub fn load(version_dir: &Path, model: &str, max_elements: usize) -> Result<Opti
 
 fn read_case(path: &Path, model: &str, max_elements: usize) -> Result<Case, String> {
     let raw = std::fs::read(path).map_err(|e| e.to_string())?;
-    let file: CaseFile = serde_json::from_slice(&raw).map_err(|e| format!("malformed case: {e}"))?;
+    let name = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    parse_case(&raw, &name, model, max_elements)
+}
+
+/// Parses the bytes of one case file (`name` is the case's name, the file
+/// stem); the inputs are checked against `max_elements` as a request's are.
+pub fn parse_case(raw: &[u8], name: &str, model: &str, max_elements: usize) -> Result<Case, String> {
+    let file: CaseFile = serde_json::from_slice(raw).map_err(|e| format!("malformed case: {e}"))?;
     // The inputs are decoded exactly as an HTTP request's would be.
     let body = serde_json::to_vec(&serde_json::json!({ "inputs": file.inputs })).map_err(|e| e.to_string())?;
     let decoded =
@@ -261,10 +271,7 @@ fn read_case(path: &Path, model: &str, max_elements: usize) -> Result<Case, Stri
         return Err("tolerances must be non-negative numbers".into());
     }
     Ok(Case {
-        name: path
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default(),
+        name: name.to_string(),
         inputs: decoded.request.inputs,
         expected,
         absolute,
