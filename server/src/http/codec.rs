@@ -16,7 +16,9 @@ use serde_json::{Map, Value};
 use crate::error::{Error, Result};
 use crate::metrics::Protocol;
 use crate::service::{InferRequest, InferResponse, Param};
-use crate::tensor::{DataType, Tensor, TensorData, decode_bytes_elements, element_count};
+use crate::tensor::{
+    DataType, Tensor, TensorData, bound_message, decode_bytes_elements, echo, echo_shape, element_count,
+};
 
 #[derive(Deserialize)]
 struct RequestJson<'a> {
@@ -92,35 +94,32 @@ pub fn decode_request(
     };
     let binary = body.slice(json_len..);
     let parsed: RequestJson<'_> = serde_json::from_slice(&body[..json_len])
-        .map_err(|e| Error::invalid(format!("malformed inference request JSON: {e}")))?;
+        .map_err(|e| Error::invalid(bound_message(format!("malformed inference request JSON: {e}"))))?;
     let mut offset = 0usize;
     let mut inputs = Vec::with_capacity(parsed.inputs.len());
     for input in &parsed.inputs {
-        let datatype =
-            DataType::parse(&input.datatype).map_err(|e| Error::invalid(format!("input '{}': {e}", input.name)))?;
+        let name = echo(&input.name);
+        let datatype = DataType::parse(&input.datatype).map_err(|e| Error::invalid(format!("input '{name}': {e}")))?;
         let count = element_count(&input.shape, max_elements)
-            .map_err(|e| Error::new(e.kind, format!("input '{}': {}", input.name, e.message)))?;
+            .map_err(|e| Error::new(e.kind, format!("input '{name}': {}", e.message)))?;
         let binary_size = match input.parameters.as_ref().and_then(|p| p.get("binary_data_size")) {
             None => None,
             Some(v) => Some(v.as_u64().ok_or_else(|| {
                 Error::invalid(format!(
-                    "input '{}': parameter binary_data_size must be a non-negative integer",
-                    input.name
+                    "input '{name}': parameter binary_data_size must be a non-negative integer"
                 ))
             })? as usize),
         };
         let data = match (binary_size, input.data) {
             (Some(_), Some(_)) => {
                 return Err(Error::invalid(format!(
-                    "input '{}' has both 'data' and binary_data_size",
-                    input.name
+                    "input '{name}' has both 'data' and binary_data_size"
                 )));
             }
             (Some(size), None) => {
                 let end = offset.checked_add(size).filter(|&e| e <= binary.len()).ok_or_else(|| {
                     Error::invalid(format!(
-                        "input '{}': binary_data_size {size} goes past the end of the body ({} binary bytes, {} used before)",
-                        input.name,
+                        "input '{name}': binary_data_size {size} goes past the end of the body ({} binary bytes, {} used before)",
                         binary.len(),
                         offset
                     ))
@@ -132,10 +131,9 @@ pub fn decode_request(
                     Some(size) => {
                         if chunk.len() != count * size {
                             return Err(Error::invalid(format!(
-                                "input '{}': binary_data_size {} does not match shape {:?} of {} ({} bytes expected)",
-                                input.name,
+                                "input '{name}': binary_data_size {} does not match shape {} of {} ({} bytes expected)",
                                 chunk.len(),
-                                input.shape,
+                                echo_shape(&input.shape),
                                 datatype.as_str(),
                                 count * size
                             )));
@@ -144,11 +142,10 @@ pub fn decode_request(
                     }
                 }
             }
-            (None, Some(raw)) => parse_json_data(raw, datatype, count, &input.name)?,
+            (None, Some(raw)) => parse_json_data(raw, datatype, count, &name)?,
             (None, None) => {
                 return Err(Error::invalid(format!(
-                    "input '{}' has neither 'data' nor binary_data_size",
-                    input.name
+                    "input '{name}' has neither 'data' nor binary_data_size"
                 )));
             }
         };
@@ -208,7 +205,7 @@ fn flag(params: Option<&Map<String, Value>>, key: &str) -> Result<Option<bool>> 
     match params.and_then(|p| p.get(key)) {
         None => Ok(None),
         Some(Value::Bool(b)) => Ok(Some(*b)),
-        Some(_) => Err(Error::invalid(format!("parameter '{key}' must be a boolean"))),
+        Some(_) => Err(Error::invalid(format!("parameter '{}' must be a boolean", echo(key)))),
     }
 }
 
@@ -226,11 +223,14 @@ fn convert_params(params: Option<&Map<String, Value>>) -> Result<Vec<(String, Pa
                     (Some(i), _, _) => Param::Int(i),
                     (_, Some(u), _) => Param::Uint(u),
                     (_, _, Some(f)) => Param::Double(f),
-                    _ => return Err(Error::invalid(format!("parameter '{k}' is not a valid number"))),
+                    _ => {
+                        return Err(Error::invalid(format!("parameter '{}' is not a valid number", echo(k))));
+                    }
                 },
                 _ => {
                     return Err(Error::invalid(format!(
-                        "parameter '{k}' must be a string, number or boolean"
+                        "parameter '{}' must be a string, number or boolean",
+                        echo(k)
                     )));
                 }
             };
@@ -260,7 +260,7 @@ fn parse_json_data(raw: &RawValue, datatype: DataType, count: usize, name: &str)
     let mut de = serde_json::Deserializer::from_str(raw.get());
     (&mut sink)
         .deserialize(&mut de)
-        .map_err(|e| Error::invalid(format!("input '{name}': {e}")))?;
+        .map_err(|e| Error::invalid(bound_message(format!("input '{name}': {e}"))))?;
     if sink.seen != count {
         return Err(Error::invalid(format!(
             "input '{name}': 'data' has {} elements but the shape holds {count}",

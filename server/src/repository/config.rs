@@ -11,7 +11,7 @@ use switchyard_proto::inference::{
 };
 
 use crate::model::{DeviceRequest, IoSpec, SessionSettings, Signature};
-use crate::tensor::DataType;
+use crate::tensor::{DataType, bound_message};
 
 /// Platform name Triton reports for ONNX Runtime models.
 pub const PLATFORM: &str = "onnxruntime_onnx";
@@ -35,8 +35,9 @@ fn config_descriptor() -> MessageDescriptor {
 /// Parses protobuf text format (the content of a `config.pbtxt`).
 pub fn parse_text(text: &str) -> Result<ModelConfig, String> {
     let text = colon_before_lists(text);
-    let msg = DynamicMessage::parse_text_format(config_descriptor(), &text).map_err(|e| e.to_string())?;
-    msg.transcode_to().map_err(|e| e.to_string())
+    let msg =
+        DynamicMessage::parse_text_format(config_descriptor(), &text).map_err(|e| bound_message(e.to_string()))?;
+    msg.transcode_to().map_err(|e| bound_message(e.to_string()))
 }
 
 /// Text format allows `input [ { ... } ]` (no colon before a list of
@@ -105,9 +106,9 @@ fn colon_before_lists(text: &str) -> std::borrow::Cow<'_, str> {
 /// Parses a config given as JSON (Triton's `config` load parameter).
 pub fn parse_json(text: &str) -> Result<ModelConfig, String> {
     let mut de = serde_json::Deserializer::from_str(text);
-    let msg = DynamicMessage::deserialize(config_descriptor(), &mut de).map_err(|e| e.to_string())?;
-    de.end().map_err(|e| e.to_string())?;
-    msg.transcode_to().map_err(|e| e.to_string())
+    let msg = DynamicMessage::deserialize(config_descriptor(), &mut de).map_err(|e| bound_message(e.to_string()))?;
+    de.end().map_err(|e| bound_message(e.to_string()))?;
+    msg.transcode_to().map_err(|e| bound_message(e.to_string()))
 }
 
 /// Prints any generated message as JSON the way Triton's HTTP API does:
