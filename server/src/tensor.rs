@@ -81,7 +81,7 @@ pub enum DataType {
     Int32,
     /// Signed 64-bit integer.
     Int64,
-    /// IEEE half precision (raw / binary transport only).
+    /// IEEE half precision (in JSON: numbers, rounded to nearest).
     Fp16,
     /// IEEE single precision.
     Fp32,
@@ -89,7 +89,7 @@ pub enum DataType {
     Fp64,
     /// Variable-length byte strings.
     Bytes,
-    /// bfloat16 (raw / binary transport only).
+    /// bfloat16 (in JSON: numbers, rounded to nearest).
     Bf16,
 }
 
