@@ -2,9 +2,63 @@
 //! bytes. Frontends decode into this form; the executor concatenates rows of
 //! several requests once into the batch buffer and slices results back.
 
+use std::borrow::Cow;
+
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::error::{Error, Result};
+
+/// Longest piece of client- or file-supplied text (a name, a datatype) that an
+/// error message echoes.
+pub const MAX_ECHO: usize = 64;
+/// Longest error message built around a parser's own message, which may quote
+/// the input.
+pub const MAX_MESSAGE: usize = 512;
+
+/// `text` as an error message echoes it: at most [`MAX_ECHO`] bytes, cut on a
+/// character boundary, with the full length noted where it was cut.
+pub fn echo(text: &str) -> Cow<'_, str> {
+    if text.len() <= MAX_ECHO {
+        return Cow::Borrowed(text);
+    }
+    Cow::Owned(format!("{}… ({} bytes)", prefix(text, MAX_ECHO - 16), text.len()))
+}
+
+/// A shape as an error message echoes it: at most 8 dimensions, then how many
+/// there are.
+pub fn echo_shape(shape: &[i64]) -> String {
+    if shape.len() <= 8 {
+        return format!("{shape:?}");
+    }
+    let shown: Vec<String> = shape[..8].iter().map(i64::to_string).collect();
+    format!("[{}, … ({} dimensions)]", shown.join(", "), shape.len())
+}
+
+/// Bounds a message to [`MAX_MESSAGE`] bytes, keeping its start (what went
+/// wrong) and its end (where parsers say line and column).
+pub fn bound_message(message: String) -> String {
+    if message.len() <= MAX_MESSAGE {
+        return message;
+    }
+    let head = prefix(&message, MAX_MESSAGE * 3 / 4);
+    let mut tail_start = message.len() - MAX_MESSAGE / 5;
+    while !message.is_char_boundary(tail_start) {
+        tail_start += 1;
+    }
+    format!(
+        "{head} … ({} bytes left out) … {}",
+        tail_start - head.len(),
+        &message[tail_start..]
+    )
+}
+
+fn prefix(text: &str, max: usize) -> &str {
+    let mut end = max.min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
 
 /// The 14 datatypes of the protocol (Triton's list, which adds BF16 to OIP's 13).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -27,7 +81,7 @@ pub enum DataType {
     Int32,
     /// Signed 64-bit integer.
     Int64,
-    /// IEEE half precision (raw / binary transport only).
+    /// IEEE half precision (in JSON: numbers, rounded to nearest).
     Fp16,
     /// IEEE single precision.
     Fp32,
@@ -35,7 +89,7 @@ pub enum DataType {
     Fp64,
     /// Variable-length byte strings.
     Bytes,
-    /// bfloat16 (raw / binary transport only).
+    /// bfloat16 (in JSON: numbers, rounded to nearest).
     Bf16,
 }
 
@@ -83,7 +137,7 @@ impl DataType {
         DataType::ALL
             .into_iter()
             .find(|d| d.as_str() == name)
-            .ok_or_else(|| Error::invalid(format!("unknown datatype '{name}'")))
+            .ok_or_else(|| Error::invalid(format!("unknown datatype '{}'", echo(name))))
     }
 
     /// Size of one element in bytes; `None` for BYTES.
@@ -268,15 +322,16 @@ impl Tensor {
 pub fn element_count(shape: &[i64], limit: usize) -> Result<usize> {
     let mut count: usize = 1;
     for &d in shape {
-        let d =
-            usize::try_from(d).map_err(|_| Error::invalid(format!("invalid shape {shape:?}: negative dimension")))?;
+        let d = usize::try_from(d)
+            .map_err(|_| Error::invalid(format!("invalid shape {}: negative dimension", echo_shape(shape))))?;
         count = count
             .checked_mul(d)
-            .ok_or_else(|| Error::invalid(format!("invalid shape {shape:?}: element count overflows")))?;
+            .ok_or_else(|| Error::invalid(format!("invalid shape {}: element count overflows", echo_shape(shape))))?;
     }
     if count > limit {
         return Err(Error::too_large(format!(
-            "shape {shape:?} has {count} elements, more than the limit of {limit}"
+            "shape {} has {count} elements, more than the limit of {limit}",
+            echo_shape(shape)
         )));
     }
     Ok(count)
@@ -285,6 +340,7 @@ pub fn element_count(shape: &[i64], limit: usize) -> Result<usize> {
 /// Decodes raw BYTES contents (4-byte little-endian length + bytes, repeated)
 /// into `expected` elements, slicing `raw` without copying.
 pub fn decode_bytes_elements(raw: &Bytes, expected: usize, name: &str) -> Result<Vec<Bytes>> {
+    let name = echo(name);
     // Each element takes at least 4 bytes: a bound on the allocation that the
     // client's shape cannot push past the size of the body it actually sent.
     let mut out = Vec::with_capacity(expected.min(raw.len() / 4));
@@ -357,6 +413,20 @@ mod tests {
         assert!(element_count(&[-1, 2], 100).is_err());
         let e = element_count(&[1000, 1000], 10).unwrap_err();
         assert_eq!(e.kind, crate::error::ErrorKind::TooLarge);
+    }
+
+    #[test]
+    fn echoes_are_bounded() {
+        assert_eq!(echo("INPUT0"), "INPUT0");
+        let long = "é".repeat(1000);
+        let e = echo(&long);
+        assert!(e.len() <= MAX_ECHO && e.ends_with("… (2000 bytes)"), "{e}");
+        assert_eq!(echo_shape(&[1, -2]), "[1, -2]");
+        assert_eq!(echo_shape(&[3; 9]), "[3, 3, 3, 3, 3, 3, 3, 3, … (9 dimensions)]");
+        assert_eq!(bound_message("short".into()), "short");
+        let m = bound_message(format!("bad {} at line 1 column 7", "é".repeat(5000)));
+        assert!(m.len() <= MAX_MESSAGE + 40 && m.starts_with("bad é") && m.ends_with("at line 1 column 7"));
+        assert!(m.contains("bytes left out"), "{m}");
     }
 
     #[test]

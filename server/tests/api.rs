@@ -41,6 +41,19 @@ fn datatype_inputs() -> Vec<Tensor> {
     ]
 }
 
+/// Every datatype, with BYTES elements JSON can carry (UTF-8).
+fn utf8_datatype_inputs() -> Vec<Tensor> {
+    datatype_inputs()
+        .into_iter()
+        .map(|mut t| {
+            if let Data::Bytes(_) = t.data {
+                t.data = Data::Bytes((0..8).map(|i| format!("s{i}\u{e9}").into_bytes()).collect());
+            }
+            t
+        })
+        .collect()
+}
+
 fn check_identity(inputs: &[Tensor], result: &switchyard_client::InferResult, skip_non_utf8: bool) {
     for input in inputs {
         let name = input.name.replace("IN_", "OUT_");
@@ -67,17 +80,9 @@ async fn every_datatype_round_trips_on_every_transport() {
     let r = s.grpc.infer("datatypes", &all, &InferOptions::default()).await.unwrap();
     check_identity(&all, &r, false);
 
-    // JSON carries neither FP16/BF16 (sent binary by the client) nor non-UTF-8 strings.
-    let json_inputs: Vec<Tensor> = all
-        .iter()
-        .cloned()
-        .map(|mut t| {
-            if let Data::Bytes(_) = t.data {
-                t.data = Data::Bytes((0..8).map(|i| format!("s{i}\u{e9}").into_bytes()).collect());
-            }
-            t
-        })
-        .collect();
+    // JSON cannot carry non-UTF-8 strings; the client sends FP16/BF16 binary
+    // (their bits as they are). FP16/BF16 as JSON numbers: the next test.
+    let json_inputs = utf8_datatype_inputs();
     let r = s
         .http
         .infer("datatypes", &json_inputs, &InferOptions::default())
@@ -87,6 +92,65 @@ async fn every_datatype_round_trips_on_every_transport() {
 
     // Typed gRPC contents cannot carry FP16/BF16, which this model requires, so the
     // typed path is covered on the `simple` model (bad_input.rs).
+    s.stop().await;
+}
+
+/// A V2 JSON request body of `inputs`, with `data` as each tensor's elements.
+fn json_body(inputs: &[Tensor], data: impl Fn(&Tensor) -> serde_json::Value) -> serde_json::Value {
+    let inputs: Vec<serde_json::Value> = inputs
+        .iter()
+        .map(|t| serde_json::json!({ "name": t.name, "shape": t.shape, "datatype": t.datatype(), "data": data(t) }))
+        .collect();
+    serde_json::json!({ "inputs": inputs })
+}
+
+/// A hand-written JSON body (as KServe and MLServer clients send it) with all 14
+/// datatypes as JSON numbers, booleans and strings, FP16 and BF16 included;
+/// the response's JSON outputs carry FP16/BF16 as numbers too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fp16_and_bf16_travel_as_json_numbers() {
+    let s = TestServer::start(&models_dir(), |_| {}).await;
+    let inputs = utf8_datatype_inputs();
+    let url = format!("http://{}/v2/models/datatypes/infer", s.server.http_addr);
+    let http = reqwest::Client::new();
+    let infer = |body: serde_json::Value| {
+        let request = http.post(&url).json(&body);
+        async move {
+            let resp = request.send().await.unwrap();
+            assert_eq!(resp.status(), 200);
+            let v: serde_json::Value = resp.json().await.unwrap();
+            v["outputs"].as_array().unwrap().clone()
+        }
+    };
+    let output = |outputs: &[serde_json::Value], name: &str| -> Tensor {
+        let out = outputs.iter().find(|o| o["name"] == name).unwrap();
+        let datatype = out["datatype"].as_str().unwrap();
+        Tensor::from_json(name, datatype, vec![2, 4], &out["data"]).unwrap()
+    };
+
+    let outputs = infer(json_body(&inputs, |t| t.data.to_json())).await;
+    for t in &inputs {
+        let back = output(&outputs, &t.name.replace("IN_", "OUT_"));
+        assert_eq!(back.data, t.data, "{}", t.name);
+    }
+    let fp16 = outputs.iter().find(|o| o["name"] == "OUT_FP16").unwrap();
+    assert_eq!(fp16["datatype"], "FP16");
+    assert_eq!(
+        (fp16["data"][0].as_f64(), fp16["data"][2].as_f64()),
+        (Some(1.0), Some(65504.0))
+    );
+
+    // Numbers between two representable values round to the nearest one (ties to even).
+    let outputs = infer(json_body(&inputs, |t| match t.datatype() {
+        "FP16" => serde_json::json!([0.1, 1.0004882812509095, 65519, -65504.1, -0.0, 3.0, 1e-9, 2049]),
+        "BF16" => serde_json::json!([0.1, 1.00390625, 1.0039062500009095, -3.39e38, -0.0, 3.0, 1e-50, 257]),
+        _ => t.data.to_json(),
+    }))
+    .await;
+    let fp16 = [0x2e66, 0x3c01, 0x7bff, 0xfbff, 0x8000, 0x4200, 0x0000, 0x6800];
+    assert_eq!(output(&outputs, "OUT_FP16").data, Data::F16(fp16.to_vec()));
+    let bf16 = [0x3dcd, 0x3f80, 0x3f81, 0xff7f, 0x8000, 0x4040, 0x0000, 0x4380];
+    assert_eq!(output(&outputs, "OUT_BF16").data, Data::Bf16(bf16.to_vec()));
     s.stop().await;
 }
 

@@ -12,7 +12,8 @@ MODELS = Path(__file__).resolve().parents[2] / "models"
 EXTENSIONS = {"binary_tensor_data", "statistics", "model_repository", "model_configuration"}
 DATATYPES = ["BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
              "FP16", "FP32", "FP64", "BYTES", "BF16"]
-BINARY_ONLY = {"FP16", "BF16"}
+# tritonclient refuses to put BF16 in JSON; FP16 goes as JSON numbers.
+BINARY_ONLY = {"BF16"}
 
 
 class Transport:
@@ -49,7 +50,7 @@ class Transport:
         return totals
 
     def inputs(self, tensors):
-        """tensors: {name: (array, datatype)} -> InferInputs; FP16/BF16 always binary (JSON cannot carry them)."""
+        """tensors: {name: (array, datatype)} -> InferInputs; BF16 always binary (tritonclient has no JSON form for it)."""
         result = []
         for name, (array, datatype) in tensors.items():
             inp = self.mod.InferInput(name, list(array.shape), datatype)

@@ -9,7 +9,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::stats::{self, AGGREGATE_FEATURE, REFERENCE_BINS, Welford};
-use crate::tensor::Tensor;
+use crate::tensor::{Tensor, bound_message, echo};
 
 /// The `format` field of profiles this version reads and writes.
 pub const PROFILE_FORMAT: &str = "switchyard-drift-profile/1";
@@ -125,7 +125,8 @@ impl Profile {
 
     /// Parses and checks a profile from JSON text.
     pub fn from_json(text: &str) -> Result<Profile, String> {
-        let p: Profile = serde_json::from_str(text).map_err(|e| format!("invalid drift profile: {e}"))?;
+        let p: Profile =
+            serde_json::from_str(text).map_err(|e| bound_message(format!("invalid drift profile: {e}")))?;
         p.validate()?;
         Ok(p)
     }
@@ -146,12 +147,12 @@ impl Profile {
         if self.format != PROFILE_FORMAT {
             return Err(format!(
                 "unsupported drift profile format '{}' (expected '{PROFILE_FORMAT}')",
-                self.format
+                echo(&self.format)
             ));
         }
         for t in &self.tensors {
             for f in &t.features {
-                let at = || format!("tensor '{}' feature '{}'", t.name, f.feature);
+                let at = || format!("tensor '{}' feature '{}'", echo(&t.name), echo(&f.feature));
                 if f.proportions.len() != f.edges.len() + 1 {
                     return Err(format!(
                         "{}: {} edges need {} proportions",
@@ -172,7 +173,7 @@ impl Profile {
             {
                 return Err(format!(
                     "tensor '{}': class proportions must be finite and non-negative",
-                    t.name
+                    echo(&t.name)
                 ));
             }
         }

@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::lifecycle::admin::Caller;
 use crate::metrics::Protocol;
 use crate::service::{InferRequest, InferResponse, Param, Service};
-use crate::tensor::{DataType, Tensor, TensorData, decode_bytes_elements, element_count};
+use crate::tensor::{DataType, Tensor, TensorData, decode_bytes_elements, echo, echo_shape, element_count};
 use crate::trace::{TRACEPARENT, TraceContext};
 
 pub use pb::grpc_inference_service_server::GrpcInferenceServiceServer;
@@ -93,21 +93,23 @@ pub fn decode_request(req: pb::ModelInferRequest, max_elements: usize) -> Result
     let mut inputs = Vec::with_capacity(req.inputs.len());
     for (i, input) in req.inputs.into_iter().enumerate() {
         let name = input.name;
-        let datatype = DataType::parse(&input.datatype).map_err(|e| Error::invalid(format!("input '{name}': {e}")))?;
+        let shown = echo(&name);
+        let datatype = DataType::parse(&input.datatype).map_err(|e| Error::invalid(format!("input '{shown}': {e}")))?;
         let count = element_count(&input.shape, max_elements)
-            .map_err(|e| Error::new(e.kind, format!("input '{name}': {}", e.message)))?;
+            .map_err(|e| Error::new(e.kind, format!("input '{shown}': {}", e.message)))?;
         let typed = input.contents.filter(|c| !is_empty(c));
         let data = match (raw.get(i), typed) {
             (Some(_), Some(_)) => {
                 return Err(Error::invalid(format!(
-                    "input '{name}': contents and raw_input_contents cannot both be used"
+                    "input '{shown}': contents and raw_input_contents cannot both be used"
                 )));
             }
             (Some(bytes), None) => raw_data(bytes, datatype, count, &input.shape, &name)?,
-            (None, Some(c)) => typed_data(c, datatype, count, &name)?,
+            (None, Some(c)) => typed_data(c, datatype, count, &shown)?,
             (None, None) if count == 0 => empty_data(datatype),
-            (None, None) => return Err(Error::invalid(format!("input '{name}' has no data"))),
+            (None, None) => return Err(Error::invalid(format!("input '{shown}' has no data"))),
         };
+        drop(shown);
         inputs.push(Tensor {
             name,
             datatype,
@@ -157,8 +159,10 @@ fn raw_data(bytes: &Bytes, datatype: DataType, count: usize, shape: &[i64], name
         None => Ok(TensorData::Bytes(decode_bytes_elements(bytes, count, name)?)),
         Some(size) if bytes.len() == count * size => Ok(TensorData::Fixed(bytes.clone())),
         Some(size) => Err(Error::invalid(format!(
-            "input '{name}': raw_input_contents has {} bytes but shape {shape:?} of {} needs {}",
+            "input '{}': raw_input_contents has {} bytes but shape {} of {} needs {}",
+            echo(name),
             bytes.len(),
+            echo_shape(shape),
             datatype.as_str(),
             count * size
         ))),

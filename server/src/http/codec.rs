@@ -16,7 +16,9 @@ use serde_json::{Map, Value};
 use crate::error::{Error, Result};
 use crate::metrics::Protocol;
 use crate::service::{InferRequest, InferResponse, Param};
-use crate::tensor::{DataType, Tensor, TensorData, decode_bytes_elements, element_count};
+use crate::tensor::{
+    DataType, Tensor, TensorData, bound_message, decode_bytes_elements, echo, echo_shape, element_count,
+};
 
 #[derive(Deserialize)]
 struct RequestJson<'a> {
@@ -92,35 +94,32 @@ pub fn decode_request(
     };
     let binary = body.slice(json_len..);
     let parsed: RequestJson<'_> = serde_json::from_slice(&body[..json_len])
-        .map_err(|e| Error::invalid(format!("malformed inference request JSON: {e}")))?;
+        .map_err(|e| Error::invalid(bound_message(format!("malformed inference request JSON: {e}"))))?;
     let mut offset = 0usize;
     let mut inputs = Vec::with_capacity(parsed.inputs.len());
     for input in &parsed.inputs {
-        let datatype =
-            DataType::parse(&input.datatype).map_err(|e| Error::invalid(format!("input '{}': {e}", input.name)))?;
+        let name = echo(&input.name);
+        let datatype = DataType::parse(&input.datatype).map_err(|e| Error::invalid(format!("input '{name}': {e}")))?;
         let count = element_count(&input.shape, max_elements)
-            .map_err(|e| Error::new(e.kind, format!("input '{}': {}", input.name, e.message)))?;
+            .map_err(|e| Error::new(e.kind, format!("input '{name}': {}", e.message)))?;
         let binary_size = match input.parameters.as_ref().and_then(|p| p.get("binary_data_size")) {
             None => None,
             Some(v) => Some(v.as_u64().ok_or_else(|| {
                 Error::invalid(format!(
-                    "input '{}': parameter binary_data_size must be a non-negative integer",
-                    input.name
+                    "input '{name}': parameter binary_data_size must be a non-negative integer"
                 ))
             })? as usize),
         };
         let data = match (binary_size, input.data) {
             (Some(_), Some(_)) => {
                 return Err(Error::invalid(format!(
-                    "input '{}' has both 'data' and binary_data_size",
-                    input.name
+                    "input '{name}' has both 'data' and binary_data_size"
                 )));
             }
             (Some(size), None) => {
                 let end = offset.checked_add(size).filter(|&e| e <= binary.len()).ok_or_else(|| {
                     Error::invalid(format!(
-                        "input '{}': binary_data_size {size} goes past the end of the body ({} binary bytes, {} used before)",
-                        input.name,
+                        "input '{name}': binary_data_size {size} goes past the end of the body ({} binary bytes, {} used before)",
                         binary.len(),
                         offset
                     ))
@@ -132,10 +131,9 @@ pub fn decode_request(
                     Some(size) => {
                         if chunk.len() != count * size {
                             return Err(Error::invalid(format!(
-                                "input '{}': binary_data_size {} does not match shape {:?} of {} ({} bytes expected)",
-                                input.name,
+                                "input '{name}': binary_data_size {} does not match shape {} of {} ({} bytes expected)",
                                 chunk.len(),
-                                input.shape,
+                                echo_shape(&input.shape),
                                 datatype.as_str(),
                                 count * size
                             )));
@@ -144,11 +142,10 @@ pub fn decode_request(
                     }
                 }
             }
-            (None, Some(raw)) => parse_json_data(raw, datatype, count, &input.name)?,
+            (None, Some(raw)) => parse_json_data(raw, datatype, count, &name)?,
             (None, None) => {
                 return Err(Error::invalid(format!(
-                    "input '{}' has neither 'data' nor binary_data_size",
-                    input.name
+                    "input '{name}' has neither 'data' nor binary_data_size"
                 )));
             }
         };
@@ -208,7 +205,7 @@ fn flag(params: Option<&Map<String, Value>>, key: &str) -> Result<Option<bool>> 
     match params.and_then(|p| p.get(key)) {
         None => Ok(None),
         Some(Value::Bool(b)) => Ok(Some(*b)),
-        Some(_) => Err(Error::invalid(format!("parameter '{key}' must be a boolean"))),
+        Some(_) => Err(Error::invalid(format!("parameter '{}' must be a boolean", echo(key)))),
     }
 }
 
@@ -226,11 +223,14 @@ fn convert_params(params: Option<&Map<String, Value>>) -> Result<Vec<(String, Pa
                     (Some(i), _, _) => Param::Int(i),
                     (_, Some(u), _) => Param::Uint(u),
                     (_, _, Some(f)) => Param::Double(f),
-                    _ => return Err(Error::invalid(format!("parameter '{k}' is not a valid number"))),
+                    _ => {
+                        return Err(Error::invalid(format!("parameter '{}' is not a valid number", echo(k))));
+                    }
                 },
                 _ => {
                     return Err(Error::invalid(format!(
-                        "parameter '{k}' must be a string, number or boolean"
+                        "parameter '{}' must be a string, number or boolean",
+                        echo(k)
                     )));
                 }
             };
@@ -240,13 +240,9 @@ fn convert_params(params: Option<&Map<String, Value>>) -> Result<Vec<(String, Pa
 }
 
 /// Parses a flat or nested JSON array of `count` elements of `datatype`.
+/// FP16 and BF16 elements are JSON numbers, rounded to the nearest value of
+/// the type (beyond its range: ±infinity, as IEEE rounding has it).
 fn parse_json_data(raw: &RawValue, datatype: DataType, count: usize, name: &str) -> Result<TensorData> {
-    if matches!(datatype, DataType::Fp16 | DataType::Bf16) {
-        return Err(Error::invalid(format!(
-            "input '{name}': {} tensors can only be sent as binary data",
-            datatype.as_str()
-        )));
-    }
     // Each JSON element takes at least two bytes ("0,"): the allocation is
     // bounded by what the client actually sent, not by the shape it declared.
     let bound = count.min(raw.get().len() / 2 + 1);
@@ -260,7 +256,7 @@ fn parse_json_data(raw: &RawValue, datatype: DataType, count: usize, name: &str)
     let mut de = serde_json::Deserializer::from_str(raw.get());
     (&mut sink)
         .deserialize(&mut de)
-        .map_err(|e| Error::invalid(format!("input '{name}': {e}")))?;
+        .map_err(|e| Error::invalid(bound_message(format!("input '{name}': {e}"))))?;
     if sink.seen != count {
         return Err(Error::invalid(format!(
             "input '{name}': 'data' has {} elements but the shape holds {count}",
@@ -321,9 +317,57 @@ impl Sink {
                 out.put_f64_le(v as f64);
                 Ok(())
             }
+            DataType::Fp16 | DataType::Bf16 => {
+                put_half(out, dt, int_to_f64_odd(v));
+                Ok(())
+            }
             _ => Err(E::custom(format!("expected {} elements, found a number", dt.as_str()))),
         }
     }
+}
+
+/// Appends `v` as FP16 or BF16, rounded to nearest (ties to even). `v` must
+/// carry at most 21 significant bits, rounded to odd ([`round_to_odd`],
+/// [`int_to_f64_odd`]): rounding that once more to 11 (FP16) or 8 (BF16) bits
+/// gives the value nearest to the original number, whichever way `half`
+/// converts (through f32 in hardware, or from the top 32 bits of the f64).
+fn put_half(out: &mut Vec<u8>, datatype: DataType, v: f64) {
+    match datatype {
+        DataType::Fp16 => out.put_u16_le(half::f16::from_f64(v).to_bits()),
+        _ => out.put_u16_le(half::bf16::from_f64(v).to_bits()),
+    }
+}
+
+/// Bits of an f64 below its 21 most significant ones.
+const BELOW_21_BITS: u64 = (1 << 32) - 1;
+
+/// `v` rounded to odd at 21 significant bits: cut the lower mantissa bits and,
+/// when any was set, set the last bit kept. Infinities and NaN keep their class.
+fn round_to_odd(v: f64) -> f64 {
+    let bits = v.to_bits();
+    if bits & BELOW_21_BITS == 0 {
+        v
+    } else {
+        f64::from_bits((bits & !BELOW_21_BITS) | (BELOW_21_BITS + 1))
+    }
+}
+
+/// An integer as an f64 rounded to odd at 21 significant bits (exact up to 2^21).
+fn int_to_f64_odd(v: i128) -> f64 {
+    let m = v.unsigned_abs();
+    let bits = 128 - m.leading_zeros();
+    let r = if bits <= 21 {
+        m as f64
+    } else {
+        let shift = bits - 21;
+        let mut q = m >> shift;
+        if m & ((1u128 << shift) - 1) != 0 {
+            q |= 1;
+        }
+        // q < 2^21 and the scale is a power of two: both exact.
+        q as f64 * f64::from_bits(u64::from(1023 + shift) << 52)
+    };
+    if v < 0 { -r } else { r }
 }
 
 impl<'de> DeserializeSeed<'de> for &mut Sink {
@@ -375,6 +419,11 @@ impl<'de> Visitor<'de> for &mut Sink {
             DataType::Fp64 => {
                 self.admit()?;
                 self.fixed.put_f64_le(v);
+                Ok(())
+            }
+            dt @ (DataType::Fp16 | DataType::Bf16) => {
+                self.admit()?;
+                put_half(&mut self.fixed, dt, round_to_odd(v));
                 Ok(())
             }
             dt if v.fract() == 0.0 && v.abs() < 1.8e19 => {
@@ -448,7 +497,8 @@ impl Serialize for JsonData<'_> {
 }
 
 /// Appends the elements of a fixed-size buffer to a JSON sequence as numbers
-/// (booleans as `true`/`false`, FP16/BF16 widened to f32), straight from the
+/// (booleans as `true`/`false`, FP16/BF16 widened to f32, which prints the
+/// shortest decimal that reads back as the same value), straight from the
 /// little-endian bytes. BYTES buffers add nothing here: callers handle them.
 pub(crate) fn serialize_fixed<S: SerializeSeq>(seq: &mut S, datatype: DataType, b: &[u8]) -> Result<(), S::Error> {
     macro_rules! each {
@@ -603,10 +653,6 @@ mod tests {
                 "found a string",
             ),
             (
-                r#"{"inputs":[{"name":"x","shape":[1],"datatype":"FP16","data":[1]}]}"#,
-                "binary data",
-            ),
-            (
                 r#"{"inputs":[{"name":"x","shape":[1],"datatype":"FLOAT","data":[1]}]}"#,
                 "unknown datatype",
             ),
@@ -627,6 +673,101 @@ mod tests {
         for (body, expect) in cases {
             let e = decode(body).unwrap_err();
             assert!(e.message.contains(expect), "{body}: {e}");
+        }
+    }
+
+    fn half_bits(body: &str) -> Vec<u16> {
+        let d = decode(body).unwrap_or_else(|e| panic!("{body}: {e}"));
+        fixed(&d.request.inputs[0])
+            .chunks_exact(2)
+            .map(|c| u16::from_le_bytes([c[0], c[1]]))
+            .collect()
+    }
+
+    fn half_request(datatype: &str, data: &str) -> String {
+        let n = data.split(',').count();
+        format!(r#"{{"inputs":[{{"name":"h","shape":[{n}],"datatype":"{datatype}","data":[{data}]}}]}}"#)
+    }
+
+    #[test]
+    fn fp16_and_bf16_json_numbers_round_to_nearest() {
+        assert_eq!(
+            half_bits(&half_request("FP16", "1, -2.5, 65504, 0.1, 1e6, -0.0, -1e-30, 6e-8")),
+            [0x3c00, 0xc100, 0x7bff, 0x2e66, 0x7c00, 0x8000, 0x8000, 0x0001]
+        );
+        // Exactly between two FP16 values: ties to even. Just above (by 2^-40,
+        // lost when rounding through f32 or from the top 32 bits of the f64): up.
+        assert_eq!(
+            half_bits(&half_request(
+                "FP16",
+                "1.00048828125, 1.0004882812509095, 1.0014648437500000"
+            )),
+            [0x3c00, 0x3c01, 0x3c02]
+        );
+        // Integers, also beyond 2^53: 2^63 + 2^55 is a BF16 tie, one more is not.
+        assert_eq!(
+            half_bits(&half_request("FP16", "2049, 2051, 65519, 65520, -65520")),
+            [0x6800, 0x6802, 0x7bff, 0x7c00, 0xfc00]
+        );
+        assert_eq!(
+            half_bits(&half_request(
+                "BF16",
+                "1, -2, 1.00390625, 1.0039062500009095, 9259400833873739776, 9259400833873739777, 3.4e38, 1e39"
+            )),
+            [0x3f80, 0xc000, 0x3f80, 0x3f81, 0x5f00, 0x5f01, 0x7f80, 0x7f80]
+        );
+        let nested = half_bits(r#"{"inputs":[{"name":"h","shape":[2,1],"datatype":"BF16","data":[[0.5],[2]]}]}"#);
+        assert_eq!(nested, [0x3f00, 0x4000]);
+        for (body, expect) in [
+            (
+                r#"{"inputs":[{"name":"h","shape":[1],"datatype":"FP16","data":[true]}]}"#,
+                "found a boolean",
+            ),
+            (
+                r#"{"inputs":[{"name":"h","shape":[1],"datatype":"BF16","data":["1"]}]}"#,
+                "found a string",
+            ),
+            (
+                r#"{"inputs":[{"name":"h","shape":[3],"datatype":"FP16","data":[1,2]}]}"#,
+                "has 2 elements",
+            ),
+        ] {
+            let e = decode(body).unwrap_err();
+            assert!(e.message.contains(expect), "{body}: {e}");
+        }
+    }
+
+    #[test]
+    fn every_finite_fp16_and_bf16_value_round_trips_through_json() {
+        for (datatype, finite) in [
+            (DataType::Fp16, (|b: u16| b & 0x7c00 != 0x7c00) as fn(u16) -> bool),
+            (DataType::Bf16, |b: u16| b & 0x7f80 != 0x7f80),
+        ] {
+            let bits: Vec<u16> = (0..=u16::MAX).filter(|&b| finite(b)).collect();
+            let raw: Vec<u8> = bits.iter().flat_map(|b| b.to_le_bytes()).collect();
+            let t = Tensor {
+                name: "h".into(),
+                datatype,
+                shape: vec![bits.len() as i64],
+                data: TensorData::Fixed(Bytes::from(raw.clone())),
+            };
+            let resp = InferResponse {
+                model: "m".into(),
+                version: "1".into(),
+                id: String::new(),
+                outputs: vec![t],
+                timings: Default::default(),
+                trace: None,
+            };
+            let encoded = encode_response(&resp, &OutputFormat::default()).unwrap();
+            let v: Value = serde_json::from_slice(&encoded.body).unwrap();
+            let out = &v["outputs"][0];
+            assert_eq!(out["datatype"], datatype.as_str());
+            assert!(out["data"][1].is_number(), "{datatype:?} outputs are JSON numbers");
+            // The response's output, sent back as a request's input, decodes to the same bits.
+            let body = serde_json::to_vec(&serde_json::json!({ "inputs": [out] })).unwrap();
+            let back = decode_request(Bytes::from(body), None, "m", None, 1 << 20, Instant::now()).unwrap();
+            assert!(fixed(&back.request.inputs[0]) == raw.as_slice(), "{datatype:?}");
         }
     }
 

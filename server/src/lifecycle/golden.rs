@@ -34,7 +34,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::registry::VersionHandle;
-use crate::tensor::{Tensor, TensorData};
+use crate::tensor::{Tensor, TensorData, bound_message, echo};
 
 /// Cases one golden set may hold at most.
 pub const MAX_CASES: usize = 10_000;
@@ -176,8 +176,8 @@ pub fn load(
     let budget = match repo.is_file(&budget_path)? {
         true => {
             let raw = repo.read(&budget_path, MAX_SIDE_FILE_BYTES)?;
-            let b: Budget =
-                serde_json::from_slice(&raw).map_err(|e| format!("{}: {e}", dir.join("budget.json").display()))?;
+            let b: Budget = serde_json::from_slice(&raw)
+                .map_err(|e| bound_message(format!("{}: {e}", dir.join("budget.json").display())))?;
             if b.p99_ms.is_nan() || b.p99_ms <= 0.0 || b.requests == 0 || b.requests > MAX_BUDGET_REQUESTS {
                 return Err(format!(
                     "{}: p99_ms must be > 0 and requests in 1..={MAX_BUDGET_REQUESTS}",
@@ -218,7 +218,17 @@ pub fn load(
 
 fn read_case(repo: &Repository, path: &Path, model: &str, max_elements: usize) -> Result<Case, String> {
     let raw = repo.read(path, MAX_SIDE_FILE_BYTES)?;
-    let file: CaseFile = serde_json::from_slice(&raw).map_err(|e| format!("malformed case: {e}"))?;
+    let name = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    parse_case(&raw, &name, model, max_elements)
+}
+
+/// Parses the bytes of one case file (`name` is the case's name, the file
+/// stem); the inputs are checked against `max_elements` as a request's are.
+pub fn parse_case(raw: &[u8], name: &str, model: &str, max_elements: usize) -> Result<Case, String> {
+    let file: CaseFile = serde_json::from_slice(raw).map_err(|e| bound_message(format!("malformed case: {e}")))?;
     // The inputs are decoded exactly as an HTTP request's would be.
     let body = serde_json::to_vec(&serde_json::json!({ "inputs": file.inputs })).map_err(|e| e.to_string())?;
     let decoded =
@@ -236,7 +246,7 @@ fn read_case(repo: &Repository, path: &Path, model: &str, max_elements: usize) -
                     flat.iter()
                         .map(|v| v.as_str().map(str::to_string).ok_or("BYTES data must be strings"))
                         .collect::<Result<_, _>>()
-                        .map_err(|e| format!("output '{}': {e}", o.name))?,
+                        .map_err(|e| format!("output '{}': {e}", echo(&o.name)))?,
                 )
             } else {
                 Values::Numbers(
@@ -247,7 +257,7 @@ fn read_case(repo: &Repository, path: &Path, model: &str, max_elements: usize) -
                             v => v.as_f64().ok_or("data must be numbers"),
                         })
                         .collect::<Result<_, _>>()
-                        .map_err(|e| format!("output '{}': {e}", o.name))?,
+                        .map_err(|e| format!("output '{}': {e}", echo(&o.name)))?,
                 )
             };
             Ok(Expected {
@@ -269,10 +279,7 @@ fn read_case(repo: &Repository, path: &Path, model: &str, max_elements: usize) -
         return Err("tolerances must be non-negative numbers".into());
     }
     Ok(Case {
-        name: path
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default(),
+        name: name.to_string(),
         inputs: decoded.request.inputs,
         expected,
         absolute,

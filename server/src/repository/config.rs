@@ -11,7 +11,7 @@ use switchyard_proto::inference::{
 };
 
 use crate::model::{DeviceRequest, IoSpec, SessionSettings, Signature};
-use crate::tensor::DataType;
+use crate::tensor::{DataType, bound_message};
 
 /// Platform name Triton reports for ONNX Runtime models.
 pub const PLATFORM: &str = "onnxruntime_onnx";
@@ -32,26 +32,47 @@ fn config_descriptor() -> MessageDescriptor {
     descriptor("inference.ModelConfig")
 }
 
+/// Deepest nesting of messages (`{ ... }` or `< ... >`) a `config.pbtxt` may
+/// have. Triton's configs nest a few levels; the parser underneath recurses
+/// once per level (Any expansions nest without end) and has no limit of its own.
+pub const MAX_TEXT_DEPTH: usize = 64;
+
 /// Parses protobuf text format (the content of a `config.pbtxt`).
 pub fn parse_text(text: &str) -> Result<ModelConfig, String> {
-    let text = colon_before_lists(text);
-    let msg = DynamicMessage::parse_text_format(config_descriptor(), &text).map_err(|e| e.to_string())?;
-    msg.transcode_to().map_err(|e| e.to_string())
+    let text = colon_before_lists(text)?;
+    let msg =
+        DynamicMessage::parse_text_format(config_descriptor(), &text).map_err(|e| bound_message(e.to_string()))?;
+    msg.transcode_to().map_err(|e| bound_message(e.to_string()))
 }
 
 /// Text format allows `input [ { ... } ]` (no colon before a list of
 /// messages), and Triton's configs use it everywhere; the parser underneath
 /// wants `input: [ ... ]`. This inserts the colon between a field name and
-/// `[`, leaving strings and comments alone. Everything else is the parser's.
-fn colon_before_lists(text: &str) -> std::borrow::Cow<'_, str> {
+/// `[`, leaving strings and comments alone, and refuses messages nested deeper
+/// than [`MAX_TEXT_DEPTH`]. Everything else is the parser's.
+fn colon_before_lists(text: &str) -> Result<std::borrow::Cow<'_, str>, String> {
     let bytes = text.as_bytes();
     let mut out = String::with_capacity(text.len() + 16);
     let mut changed = false;
     let mut i = 0;
     let mut last_ident_end: Option<usize> = None;
+    let mut depth = 0usize;
     while i < bytes.len() {
         let c = bytes[i];
         match c {
+            b'{' | b'<' => {
+                depth += 1;
+                if depth > MAX_TEXT_DEPTH {
+                    return Err(format!(
+                        "messages nested deeper than {MAX_TEXT_DEPTH} levels (at byte {i})"
+                    ));
+                }
+                last_ident_end = None;
+            }
+            b'}' | b'>' => {
+                depth = depth.saturating_sub(1);
+                last_ident_end = None;
+            }
             b'"' | b'\'' => {
                 let start = i;
                 i += 1;
@@ -95,19 +116,19 @@ fn colon_before_lists(text: &str) -> std::borrow::Cow<'_, str> {
         out.push_str(&text[i..i + len]);
         i += len;
     }
-    if changed {
+    Ok(if changed {
         std::borrow::Cow::Owned(out)
     } else {
         std::borrow::Cow::Borrowed(text)
-    }
+    })
 }
 
 /// Parses a config given as JSON (Triton's `config` load parameter).
 pub fn parse_json(text: &str) -> Result<ModelConfig, String> {
     let mut de = serde_json::Deserializer::from_str(text);
-    let msg = DynamicMessage::deserialize(config_descriptor(), &mut de).map_err(|e| e.to_string())?;
-    de.end().map_err(|e| e.to_string())?;
-    msg.transcode_to().map_err(|e| e.to_string())
+    let msg = DynamicMessage::deserialize(config_descriptor(), &mut de).map_err(|e| bound_message(e.to_string()))?;
+    de.end().map_err(|e| bound_message(e.to_string()))?;
+    msg.transcode_to().map_err(|e| bound_message(e.to_string()))
 }
 
 /// Prints any generated message as JSON the way Triton's HTTP API does:
