@@ -62,6 +62,60 @@ pub struct Config {
     #[arg(long, env = "SWITCHYARD_METRICS_PORT", default_value_t = 8002)]
     pub metrics_port: u16,
 
+    /// Serve gRPC over TLS (Triton's flag).
+    #[arg(long, env = "SWITCHYARD_GRPC_USE_SSL", default_value_t = false, num_args = 0..=1,
+          default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub grpc_use_ssl: bool,
+    /// gRPC: require client certificates signed by `--grpc-root-cert` (mTLS; implies `--grpc-use-ssl`).
+    #[arg(long, env = "SWITCHYARD_GRPC_USE_SSL_MUTUAL", default_value_t = false, num_args = 0..=1,
+          default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub grpc_use_ssl_mutual: bool,
+    /// gRPC: server certificate chain (PEM); reloaded when the file changes.
+    #[arg(long, env = "SWITCHYARD_GRPC_SERVER_CERT")]
+    pub grpc_server_cert: Option<PathBuf>,
+    /// gRPC: server private key (PEM).
+    #[arg(long, env = "SWITCHYARD_GRPC_SERVER_KEY")]
+    pub grpc_server_key: Option<PathBuf>,
+    /// gRPC: CA bundle (PEM) client certificates must chain to.
+    #[arg(long, env = "SWITCHYARD_GRPC_ROOT_CERT")]
+    pub grpc_root_cert: Option<PathBuf>,
+    /// Serve HTTP over TLS.
+    #[arg(long, env = "SWITCHYARD_HTTP_USE_SSL", default_value_t = false, num_args = 0..=1,
+          default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub http_use_ssl: bool,
+    /// HTTP: require client certificates signed by `--http-root-cert` (implies `--http-use-ssl`).
+    #[arg(long, env = "SWITCHYARD_HTTP_USE_SSL_MUTUAL", default_value_t = false, num_args = 0..=1,
+          default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub http_use_ssl_mutual: bool,
+    /// HTTP (and metrics/admin with TLS): server certificate chain (PEM); reloaded when the file changes.
+    #[arg(long, env = "SWITCHYARD_HTTP_SERVER_CERT")]
+    pub http_server_cert: Option<PathBuf>,
+    /// HTTP (and metrics/admin with TLS): server private key (PEM).
+    #[arg(long, env = "SWITCHYARD_HTTP_SERVER_KEY")]
+    pub http_server_key: Option<PathBuf>,
+    /// HTTP (and metrics/admin with mTLS): CA bundle (PEM) client certificates must chain to.
+    #[arg(long, env = "SWITCHYARD_HTTP_ROOT_CERT")]
+    pub http_root_cert: Option<PathBuf>,
+    /// Serve metrics over TLS, with the HTTP certificate.
+    #[arg(long, env = "SWITCHYARD_METRICS_USE_SSL", default_value_t = false, num_args = 0..=1,
+          default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub metrics_use_ssl: bool,
+    /// Metrics: require client certificates signed by `--http-root-cert`.
+    #[arg(long, env = "SWITCHYARD_METRICS_USE_SSL_MUTUAL", default_value_t = false, num_args = 0..=1,
+          default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub metrics_use_ssl_mutual: bool,
+    /// Serve the admin port over TLS, with the HTTP certificate.
+    #[arg(long, env = "SWITCHYARD_ADMIN_USE_SSL", default_value_t = false, num_args = 0..=1,
+          default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub admin_use_ssl: bool,
+    /// Admin port: require client certificates signed by `--http-root-cert`.
+    #[arg(long, env = "SWITCHYARD_ADMIN_USE_SSL_MUTUAL", default_value_t = false, num_args = 0..=1,
+          default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub admin_use_ssl_mutual: bool,
+    /// Extra CA bundle (PEM) trusted by the https:// prediction-log and OTLP sinks (besides the system roots).
+    #[arg(long, env = "SWITCHYARD_TLS_SINK_CA_FILE")]
+    pub tls_sink_ca_file: Option<PathBuf>,
+
     /// Model control mode: none, poll or explicit.
     #[arg(long, env = "SWITCHYARD_MODEL_CONTROL_MODE", value_enum, default_value_t = ControlMode::None)]
     pub model_control_mode: ControlMode,
@@ -269,6 +323,50 @@ impl Config {
             batch_buckets: or_default(&self.metrics_batch_buckets, defaults.batch_buckets),
             triton_names: self.metrics_triton_names,
         }
+    }
+
+    /// The TLS files of a listener (`grpc`, `http`, `metrics`, `admin`), or
+    /// `None` for plaintext; an incomplete setting is an error.
+    pub fn tls_files(&self, listener: &str) -> anyhow::Result<Option<crate::net::TlsFiles>> {
+        let (on, mutual) = match listener {
+            "grpc" => (self.grpc_use_ssl, self.grpc_use_ssl_mutual),
+            "http" => (self.http_use_ssl, self.http_use_ssl_mutual),
+            "metrics" => (self.metrics_use_ssl, self.metrics_use_ssl_mutual),
+            "admin" => (self.admin_use_ssl, self.admin_use_ssl_mutual),
+            _ => (false, false),
+        };
+        if !on && !mutual {
+            return Ok(None);
+        }
+        let (cert, key, root, prefix) = if listener == "grpc" {
+            (
+                &self.grpc_server_cert,
+                &self.grpc_server_key,
+                &self.grpc_root_cert,
+                "grpc",
+            )
+        } else {
+            (
+                &self.http_server_cert,
+                &self.http_server_key,
+                &self.http_root_cert,
+                "http",
+            )
+        };
+        let need = |p: &Option<PathBuf>, flag: &str| {
+            p.clone()
+                .ok_or_else(|| anyhow::anyhow!("TLS on the {listener} listener needs --{prefix}-{flag}"))
+        };
+        Ok(Some(crate::net::TlsFiles {
+            cert: need(cert, "server-cert")?,
+            key: need(key, "server-key")?,
+            client_ca: if mutual {
+                Some(need(root, "root-cert")?)
+            } else {
+                root.clone()
+            },
+            mutual,
+        }))
     }
 
     /// The connection limits of every listener.

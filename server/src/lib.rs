@@ -154,14 +154,30 @@ impl Server {
         );
         let tracker = TaskTracker::new();
         let (ready_tx, ready) = watch::channel(None);
+        // TLS per listener (certificates reload until `stop`); ALPN h2 for gRPC.
+        let tls = |name: &str, alpn: &[&[u8]]| -> anyhow::Result<Option<net::Tls>> {
+            config
+                .tls_files(name)?
+                .map(|files| net::Tls::start(files, alpn, stop.clone()))
+                .transpose()
+                .with_context(|| format!("TLS of the {name} listener"))
+        };
+        const HTTP_ALPN: &[&[u8]] = &[b"h2", b"http/1.1"];
+        let endpoint = |tcp, name, tls| net::Endpoint {
+            tcp,
+            name,
+            limits: limits.clone(),
+            tls,
+        };
 
         let (health, health_service) = tonic_health::server::health_reporter();
         let grpc_service = grpc::GrpcInferenceServiceServer::new(grpc::GrpcService::new(service.clone()))
             .max_decoding_message_size(config.grpc_max_message_bytes)
             .max_encoding_message_size(config.grpc_max_message_bytes);
         // Accepted connections wait here for tonic (which accepts as fast as they come).
-        let (conns, incoming) = tokio::sync::mpsc::channel::<std::io::Result<net::Conn<tokio::net::TcpStream>>>(64);
-        let grpc_accept = net::accept_loop(listeners.grpc, "grpc", &limits, false, stop.clone(), move |conn| {
+        let (conns, incoming) = tokio::sync::mpsc::channel::<std::io::Result<net::Conn<net::Transport>>>(64);
+        let grpc_endpoint = endpoint(listeners.grpc, "grpc", tls("grpc", &[b"h2"])?);
+        let grpc_accept = net::accept_loop(grpc_endpoint, false, stop.clone(), move |conn| {
             let conns = conns.clone();
             tokio::spawn(async move {
                 let _ = conns.send(Ok(conn)).await;
@@ -191,18 +207,14 @@ impl Server {
         };
         let mut accept_loops = vec![grpc_accept];
         accept_loops.push(net::serve_http(
-            listeners.http,
-            "http",
-            &limits,
+            endpoint(listeners.http, "http", tls("http", HTTP_ALPN)?),
             http_router(false),
             stop.clone(),
             tracker.clone(),
         ));
         if let Some(listener) = listeners.admin {
             accept_loops.push(net::serve_http(
-                listener,
-                "admin",
-                &limits,
+                endpoint(listener, "admin", tls("admin", HTTP_ALPN)?),
                 http_router(true),
                 stop.clone(),
                 tracker.clone(),
@@ -225,9 +237,7 @@ impl Server {
             }),
         );
         accept_loops.push(net::serve_http(
-            listeners.metrics,
-            "metrics",
-            &limits,
+            endpoint(listeners.metrics, "metrics", tls("metrics", HTTP_ALPN)?),
             metrics_router,
             stop.clone(),
             tracker.clone(),

@@ -58,6 +58,8 @@ pub const EXECUTOR_IDLE: &str = "switchyard_executor_idle_seconds_total";
 pub const PROCESS_CPU: &str = "process_cpu_seconds_total";
 /// Resident memory of the process (Prometheus' standard name).
 pub const PROCESS_RSS: &str = "process_resident_memory_bytes";
+/// Counter: TLS certificate reloads by `outcome` (ok, refused).
+pub const TLS_RELOADS: &str = "switchyard_tls_reloads_total";
 /// Gauge: open connections per listener (`listener`: http, grpc, metrics, admin).
 pub const CONNECTIONS: &str = "switchyard_connections";
 /// Counter: connections accepted per listener.
@@ -245,6 +247,10 @@ fn describe_all() {
     );
     describe_gauge!(INFLIGHT, "Requests of a model version between routing and reply.");
     describe_gauge!(CONNECTIONS, "Open client connections per listener.");
+    describe_counter!(
+        TLS_RELOADS,
+        "TLS certificate reloads after the files changed: ok, or refused (the previous certificate keeps serving)."
+    );
     describe_counter!(CONNECTIONS_ACCEPTED, "Client connections accepted per listener.");
     describe_counter!(
         CONNECTIONS_CLOSED,

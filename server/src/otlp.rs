@@ -54,13 +54,15 @@ impl Exporter {
         Exporter::default()
     }
 
-    /// Starts the exporter thread posting to `<endpoint>/v1/traces` (http:// only).
-    pub fn start(endpoint: &str, service_name: &str) -> anyhow::Result<Exporter> {
+    /// Starts the exporter thread posting to `<endpoint>/v1/traces`
+    /// (http:// or https://, trusting the system roots plus `extra_ca`).
+    pub fn start(endpoint: &str, service_name: &str, extra_ca: Option<&[u8]>) -> anyhow::Result<Exporter> {
         let base = endpoint.trim_end_matches('/');
         anyhow::ensure!(
-            base.starts_with("http://"),
-            "--otlp-endpoint must be an http:// URL (OTLP/HTTP), got '{endpoint}'"
+            base.starts_with("http://") || base.starts_with("https://"),
+            "--otlp-endpoint must be an http:// or https:// URL (OTLP/HTTP), got '{endpoint}'"
         );
+        let builder = crate::net::tls::sink_client(extra_ca)?;
         let url = if base.ends_with("/v1/traces") {
             base.to_string()
         } else {
@@ -72,7 +74,7 @@ impl Exporter {
         let service = service_name.to_string();
         std::thread::Builder::new()
             .name("sy-otlp".into())
-            .spawn(move || run(rx, &url, &service))?;
+            .spawn(move || run(rx, &url, &service, builder))?;
         Ok(Exporter { tx: Some(tx) })
     }
 
@@ -92,17 +94,13 @@ impl Exporter {
     }
 }
 
-fn run(rx: Receiver<SpanData>, url: &str, service: &str) {
+fn run(rx: Receiver<SpanData>, url: &str, service: &str, builder: reqwest::ClientBuilder) {
     crate::background_priority("otlp");
     let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
         tracing::error!("cannot start the OTLP exporter's runtime: spans are dropped");
         return;
     };
-    let client = match reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(5))
-        .build()
-    {
+    let client = match builder.timeout(Duration::from_secs(5)).build() {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, "cannot build the OTLP client: spans are dropped");
@@ -233,8 +231,8 @@ mod tests {
 
     #[test]
     fn refuses_non_http_endpoints() {
-        assert!(Exporter::start("https://collector:4318", "s").is_err());
-        assert!(Exporter::start("collector:4318", "s").is_err());
+        assert!(Exporter::start("ftp://collector:4318", "s", None).is_err());
+        assert!(Exporter::start("collector:4318", "s", None).is_err());
         assert!(!Exporter::disabled().enabled());
     }
 }

@@ -207,6 +207,11 @@ impl Service {
             env_token.as_deref(),
             config.admin_http_port.is_some(),
         )?;
+        let sink_ca = config
+            .tls_sink_ca_file
+            .as_ref()
+            .map(|p| std::fs::read(p).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", p.display())))
+            .transpose()?;
         let predictions = PredictionLog::start(PredictionLogSettings {
             dir: config.prediction_log_dir.clone(),
             max_file_bytes: config.prediction_log_max_file_mb << 20,
@@ -214,11 +219,12 @@ impl Service {
             url: config.prediction_log_url.clone(),
             queue_capacity: config.prediction_log_queue,
             low_priority: config.prediction_log_low_priority,
+            extra_ca: sink_ca.clone(),
             source: format!("http://{}:{}/", config.http_address, config.http_port),
             ..PredictionLogSettings::default()
         })?;
         let otlp = match &config.otlp_endpoint {
-            Some(e) => crate::otlp::Exporter::start(e, &config.otlp_service_name)?,
+            Some(e) => crate::otlp::Exporter::start(e, &config.otlp_service_name, sink_ca.as_deref())?,
             None => crate::otlp::Exporter::disabled(),
         };
         Ok(Service {

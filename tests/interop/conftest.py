@@ -69,6 +69,7 @@ def server(tmp_path_factory):
         "--grpc-address", "127.0.0.1", "--grpc-port", str(grpc),
         "--metrics-address", "127.0.0.1", "--metrics-port", str(metrics),
         "--model-control-mode", "none",
+        "--shutdown-drain-secs", "0",
     ]
     srv = Server(f"127.0.0.1:{http}", f"127.0.0.1:{grpc}", f"127.0.0.1:{metrics}", log)
     with open(log, "wb") as out:

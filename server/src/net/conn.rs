@@ -155,6 +155,19 @@ impl<T> Conn<T> {
         }
     }
 
+    /// Takes the transport out (for a handshake), keeping permit and state.
+    pub fn take(self) -> (T, Conn<()>) {
+        (
+            self.io,
+            Conn {
+                io: (),
+                state: self.state,
+                _permit: self._permit,
+                _open: self._open,
+            },
+        )
+    }
+
     /// The transport.
     pub fn get_ref(&self) -> &T {
         &self.io

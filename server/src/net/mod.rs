@@ -18,6 +18,7 @@
 //! tracked so that shutdown can wait for them.
 
 pub mod conn;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -34,6 +35,80 @@ use tokio_util::task::TaskTracker;
 use tower::ServiceBuilder;
 
 pub use conn::{Conn, ConnInfo, ConnState, TrackRequestsLayer};
+pub use tls::{Tls, TlsFiles};
+
+/// A connection's transport: plain TCP or TLS over TCP.
+#[derive(Debug)]
+pub enum Transport {
+    /// Plain TCP.
+    Plain(TcpStream),
+    /// TLS over TCP.
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+}
+
+macro_rules! delegate {
+    ($self:ident, $io:ident => $e:expr) => {
+        match $self.get_mut() {
+            Transport::Plain($io) => {
+                let $io = std::pin::Pin::new($io);
+                $e
+            }
+            Transport::Tls($io) => {
+                let $io = std::pin::Pin::new($io.as_mut());
+                $e
+            }
+        }
+    };
+}
+
+impl tokio::io::AsyncRead for Transport {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        delegate!(self, io => io.poll_read(cx, buf))
+    }
+}
+
+impl tokio::io::AsyncWrite for Transport {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        data: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        delegate!(self, io => io.poll_write(cx, data))
+    }
+
+    fn poll_write_vectored(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        delegate!(self, io => io.poll_write_vectored(cx, bufs))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Transport::Plain(io) => io.is_write_vectored(),
+            Transport::Tls(io) => io.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        delegate!(self, io => io.poll_flush(cx))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        delegate!(self, io => io.poll_shutdown(cx))
+    }
+}
 
 /// Connection-level limits of one listener (from the `--max-connections`,
 /// `--*-timeout-secs`, `--max-header-*` and `--http2-*` flags).
@@ -80,19 +155,35 @@ const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
 const TOO_MANY_CONNECTIONS: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
 connection: close\r\ncontent-length: 46\r\n\r\n{\"error\":\"too many connections to the server\"}";
 
-/// Accepts connections on `tcp` until `stop` is cancelled, handing each one
-/// within the limit to `handle`. `http_refusal`: answer refused connections
-/// with a plain-HTTP 503 first.
+/// One listener: its socket, name (for metrics and logs), limits and TLS.
+#[derive(Debug)]
+pub struct Endpoint {
+    /// The bound socket.
+    pub tcp: TcpListener,
+    /// `http`, `grpc`, `metrics` or `admin`.
+    pub name: &'static str,
+    /// Its limits.
+    pub limits: Limits,
+    /// TLS, when the listener serves it.
+    pub tls: Option<Tls>,
+}
+
+/// Accepts connections until `stop` is cancelled, handing each one within the
+/// limit (after its TLS handshake, which must finish within the header read
+/// timeout) to `handle`. Plain-HTTP listeners (`http_refusal`) answer a
+/// connection over the limit with a 503 first.
 pub fn accept_loop(
-    tcp: TcpListener,
-    name: &'static str,
-    limits: &Limits,
+    endpoint: Endpoint,
     http_refusal: bool,
     stop: CancellationToken,
-    handle: impl Fn(Conn<TcpStream>) + Send + 'static,
+    handle: impl Fn(Conn<Transport>) + Send + Sync + 'static,
 ) -> tokio::task::JoinHandle<()> {
+    let Endpoint { tcp, name, limits, tls } = endpoint;
+    let http_refusal = http_refusal && tls.is_none();
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let idle = limits.idle_timeout;
+    let handshake_timeout = limits.header_read_timeout;
+    let handle = Arc::new(handle);
     tokio::spawn(async move {
         let mut last_warning: Option<Instant> = None;
         loop {
@@ -120,7 +211,27 @@ pub fn accept_loop(
             match permits.clone().try_acquire_owned() {
                 Ok(permit) => {
                     let _ = stream.set_nodelay(true);
-                    handle(Conn::new(stream, peer, name, permit, idle));
+                    let conn = Conn::new(stream, peer, name, permit, idle);
+                    match &tls {
+                        None => handle(conn.map(Transport::Plain)),
+                        Some(tls) => {
+                            let (acceptor, handle) = (tls.acceptor(), handle.clone());
+                            tokio::spawn(async move {
+                                let (tcp, conn) = conn.take();
+                                match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
+                                    Ok(Ok(stream)) => handle(conn.map(|()| Transport::Tls(Box::new(stream)))),
+                                    Ok(Err(e)) => {
+                                        metrics::counter!(crate::metrics::CONNECTIONS_CLOSED, "listener" => name, "reason" => "handshake").increment(1);
+                                        tracing::debug!(listener = name, %peer, error = %e, "TLS handshake failed");
+                                    }
+                                    Err(_) => {
+                                        metrics::counter!(crate::metrics::CONNECTIONS_CLOSED, "listener" => name, "reason" => "handshake").increment(1);
+                                        tracing::debug!(listener = name, %peer, "TLS handshake timed out");
+                                    }
+                                }
+                            });
+                        }
+                    }
                 }
                 Err(_) => {
                     metrics::counter!(crate::metrics::CONNECTIONS_CLOSED, "listener" => name, "reason" => "limit")
@@ -146,17 +257,14 @@ pub fn accept_loop(
 /// Serves `router` over HTTP/1.1 and HTTP/2 (h2c) on `tcp` until `stop`;
 /// connections are tracked by `tracker` and shut down gracefully on `stop`.
 pub fn serve_http(
-    tcp: TcpListener,
-    name: &'static str,
-    limits: &Limits,
+    endpoint: Endpoint,
     router: axum::Router,
     stop: CancellationToken,
     tracker: TaskTracker,
 ) -> tokio::task::JoinHandle<()> {
-    let limits = Arc::new(limits.clone());
-    let conn_limits = limits.clone();
+    let conn_limits = Arc::new(endpoint.limits.clone());
     let conn_stop = stop.clone();
-    accept_loop(tcp, name, &limits, true, stop, move |conn| {
+    accept_loop(endpoint, true, stop, move |conn| {
         let (router, limits, stop) = (router.clone(), conn_limits.clone(), conn_stop.clone());
         tracker.spawn(serve_connection(conn, router, limits, stop));
     })

@@ -47,6 +47,7 @@ pub(crate) struct HttpSinkConfig {
     source: String,
     retries: u32,
     timeout: Duration,
+    extra_ca: Option<Vec<u8>>,
 }
 
 impl HttpSinkConfig {
@@ -54,14 +55,15 @@ impl HttpSinkConfig {
         let parsed =
             reqwest::Url::parse(url).map_err(|e| anyhow::anyhow!("invalid prediction log URL '{url}': {e}"))?;
         anyhow::ensure!(
-            parsed.scheme() == "http",
-            "prediction log URL '{url}': only http:// is supported"
+            matches!(parsed.scheme(), "http" | "https"),
+            "prediction log URL '{url}': only http:// and https:// are supported"
         );
         Ok(HttpSinkConfig {
             url: parsed,
             source: settings.source.clone(),
             retries: settings.http_retries,
             timeout: settings.http_timeout,
+            extra_ca: settings.extra_ca.clone(),
         })
     }
 }
@@ -80,7 +82,7 @@ impl HttpSink {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         let client = {
             let _guard = runtime.enter();
-            reqwest::Client::builder()
+            crate::net::tls::sink_client(config.extra_ca.as_deref())?
                 .connect_timeout(config.timeout)
                 .pool_max_idle_per_host(2)
                 .build()?

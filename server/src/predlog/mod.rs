@@ -112,6 +112,8 @@ pub struct PredictionLogSettings {
     /// CPU that inference leaves idle, and on a saturated machine records are
     /// dropped (and counted) rather than slowing requests.
     pub low_priority: bool,
+    /// Extra CA bundle (PEM) for an https:// URL.
+    pub extra_ca: Option<Vec<u8>>,
 }
 
 impl Default for PredictionLogSettings {
@@ -126,6 +128,7 @@ impl Default for PredictionLogSettings {
             http_timeout: Duration::from_secs(2),
             source: "/switchyard".to_string(),
             low_priority: true,
+            extra_ca: None,
         }
     }
 }

@@ -445,8 +445,8 @@ fn exhausted_retries_drop_the_record() {
 }
 
 #[test]
-fn http_sink_needs_an_http_url() {
-    for url in ["https://example.com/", "not a url"] {
+fn http_sink_needs_an_http_or_https_url() {
+    for url in ["ftp://example.com/", "not a url"] {
         let settings = PredictionLogSettings {
             url: Some(url.into()),
             ..PredictionLogSettings::default()
