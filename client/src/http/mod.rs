@@ -21,7 +21,7 @@ pub struct HttpClient {
     /// Sent as `Authorization: Bearer` on every request (admin operations).
     token: Option<String>,
     /// Sent on every request (see [`HttpClient::with_header`]).
-    headers: HeaderMap,
+    headers: std::sync::Arc<HeaderMap>,
     /// The configured timeouts, to name the one that expired.
     connect_timeout: Option<Duration>,
     request_timeout: Option<Duration>,
@@ -62,7 +62,7 @@ impl HttpClient {
             client,
             base,
             token: None,
-            headers: HeaderMap::new(),
+            headers: Default::default(),
             connect_timeout: options.connect_timeout,
             request_timeout: options.request_timeout,
         })
@@ -100,7 +100,7 @@ impl HttpClient {
             .map_err(|_| ClientError::InvalidArgument(format!("the value of '{name}' is not a valid header value")))?;
         // Values may be secrets: `Debug` does not show them.
         value.set_sensitive(true);
-        self.headers.insert(name, value);
+        std::sync::Arc::make_mut(&mut self.headers).insert(name, value);
         Ok(self)
     }
 
@@ -133,7 +133,11 @@ impl HttpClient {
     }
 
     async fn send(&self, request: RequestBuilder) -> Result<(u16, HeaderMap, Bytes), ClientError> {
-        let request = request.headers(self.headers.clone());
+        let request = if self.headers.is_empty() {
+            request
+        } else {
+            request.headers(HeaderMap::clone(&self.headers))
+        };
         let request = match &self.token {
             Some(t) => request.bearer_auth(t),
             None => request,

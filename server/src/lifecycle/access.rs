@@ -466,13 +466,13 @@ mod tests {
                 .contains("restricted protocol 'trace'")
         );
         // The same group on HTTP and on gRPC is fine: two flags, two protocols.
-        assert!(Access::new(&[a.clone()], &[a], &[]).is_ok());
+        assert!(Access::new(std::slice::from_ref(&a), std::slice::from_ref(&a), &[]).is_ok());
     }
 
     #[test]
     fn header_checks_follow_triton() {
         let r = HeaderRestriction::parse_http("inference:Infer-Key=secret-value").unwrap();
-        let access = Access::new(&[r.clone()], &[r], &[]).unwrap();
+        let access = Access::new(std::slice::from_ref(&r), std::slice::from_ref(&r), &[]).unwrap();
         assert!(!access.restricted(Protocol::Http, Group::Health));
         assert_eq!(access.check(Protocol::Http, Group::Health, lookup(&[])), Ok(None));
         let e = access.check(Protocol::Http, Group::Inference, lookup(&[])).unwrap_err();
