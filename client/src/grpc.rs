@@ -5,6 +5,9 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use tonic::metadata::{AsciiMetadataKey, AsciiMetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::options::resolve_scheme;
@@ -17,11 +20,41 @@ use crate::{ClientError, ClientOptions, Data, InferOptions, InferResult, Tensor,
 /// batched tensors).
 const MAX_MESSAGE_BYTES: usize = 64 << 20;
 
+/// Metadata added to every call (see [`GrpcClient::with_header`]); `Debug`
+/// shows the keys only (values may be secrets).
+#[derive(Clone, Default)]
+struct ExtraMetadata(std::sync::Arc<Vec<(AsciiMetadataKey, AsciiMetadataValue)>>);
+
+impl std::fmt::Debug for ExtraMetadata {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.0.iter().map(|(k, _)| k)).finish()
+    }
+}
+
+impl Interceptor for ExtraMetadata {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        for (key, value) in self.0.iter() {
+            request.metadata_mut().insert(key.clone(), value.clone());
+        }
+        Ok(request)
+    }
+}
+
+type Inner = GrpcInferenceServiceClient<InterceptedService<Channel, ExtraMetadata>>;
+
+fn inner_client(channel: Channel, extra: ExtraMetadata) -> Inner {
+    GrpcInferenceServiceClient::with_interceptor(channel, extra)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES)
+}
+
 /// A client of one server's gRPC endpoint. Cheap to clone: clones share one
 /// HTTP/2 connection.
 #[derive(Debug, Clone)]
 pub struct GrpcClient {
-    inner: GrpcInferenceServiceClient<Channel>,
+    inner: Inner,
+    channel: Channel,
+    extra: ExtraMetadata,
     /// Sent as `authorization: Bearer` metadata on admin calls.
     token: Option<String>,
     /// The limit of each call.
@@ -70,11 +103,11 @@ impl GrpcClient {
             },
             None => connect.await.map_err(|e| ClientError::transport(&e))?,
         };
-        let inner = GrpcInferenceServiceClient::new(channel)
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let extra = ExtraMetadata::default();
         Ok(GrpcClient {
-            inner,
+            inner: inner_client(channel.clone(), extra.clone()),
+            channel,
+            extra,
             token: None,
             request_timeout: options.request_timeout,
         })
@@ -85,6 +118,23 @@ impl GrpcClient {
     pub fn with_admin_token(mut self, token: &str) -> GrpcClient {
         self.token = Some(token.to_string());
         self
+    }
+
+    /// The same client, sending metadata `name: value` on every call (e.g.
+    /// Triton's `triton-grpc-protocol-<key>` of a restricted protocol).
+    pub fn with_header(mut self, name: &str, value: &str) -> Result<GrpcClient, ClientError> {
+        let key: AsciiMetadataKey = name
+            .parse()
+            .map_err(|_| ClientError::InvalidArgument(format!("'{name}' is not a valid metadata key")))?;
+        let value: AsciiMetadataValue = value
+            .parse()
+            .map_err(|_| ClientError::InvalidArgument(format!("the value of '{name}' is not valid metadata")))?;
+        let mut headers = self.extra.0.as_ref().clone();
+        headers.retain(|(k, _)| *k != key);
+        headers.push((key, value));
+        self.extra = ExtraMetadata(std::sync::Arc::new(headers));
+        self.inner = inner_client(self.channel.clone(), self.extra.clone());
+        Ok(self)
     }
 
     /// A request carrying the admin token, if any.
@@ -102,7 +152,7 @@ impl GrpcClient {
     /// Runs one call (`call` gets a handle of its own: tonic's calls take
     /// `&mut self`) within the request timeout, and unwraps its response. A
     /// call that times out is dropped, which resets its HTTP/2 stream.
-    async fn call<T, F>(&self, call: impl FnOnce(GrpcInferenceServiceClient<Channel>) -> F) -> Result<T, ClientError>
+    async fn call<T, F>(&self, call: impl FnOnce(Inner) -> F) -> Result<T, ClientError>
     where
         F: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
 
+use crate::lifecycle::access::{HeaderRestriction, TokenFile};
 use crate::metrics::MetricsSettings;
 
 /// How the set of served models is decided (Triton's `--model-control-mode`).
@@ -235,6 +236,24 @@ pub struct Config {
     /// Address of the admin HTTP port.
     #[arg(long, env = "SWITCHYARD_ADMIN_ADDRESS", default_value = "127.0.0.1")]
     pub admin_address: IpAddr,
+    /// Triton's restricted APIs: `<groups>:<header>=<value>` (repeatable)
+    /// makes HTTP requests to the comma-separated API groups (health,
+    /// metadata, inference, shared-memory, model-config, model-repository,
+    /// statistics, trace, logging) need that header (else 403). A group may
+    /// be named in one restriction only.
+    #[arg(long = "http-restricted-api", env = "SWITCHYARD_HTTP_RESTRICTED_API",
+          value_parser = HeaderRestriction::parse_http)]
+    pub http_restricted_api: Vec<HeaderRestriction>,
+    /// The same for gRPC: `<groups>:<key>=<value>` (repeatable); the header
+    /// is `triton-grpc-protocol-<key>` (else UNAVAILABLE).
+    #[arg(long = "grpc-restricted-protocol", env = "SWITCHYARD_GRPC_RESTRICTED_PROTOCOL",
+          value_parser = HeaderRestriction::parse_grpc)]
+    pub grpc_restricted_protocol: Vec<HeaderRestriction>,
+    /// `<groups>:<path>` (repeatable): requests to those API groups, on HTTP
+    /// and gRPC, need `Authorization: Bearer <token>` with a token from the
+    /// file (`id:token` lines, as `--admin-token-file`).
+    #[arg(long = "api-token-file", env = "SWITCHYARD_API_TOKEN_FILE", value_parser = TokenFile::parse)]
+    pub api_token_files: Vec<TokenFile>,
     /// Watch a newly promoted version for this many seconds and point the
     /// default back to the previous version if it breaches the budgets below
     /// (0 = off).
@@ -443,6 +462,35 @@ mod tests {
         assert!(
             Config::try_parse_from(["switchyard", "--model-repository", "/m", "--repository-poll-secs", "0"]).is_err()
         );
+    }
+
+    #[test]
+    fn restriction_flags_parse_and_hide_secrets() {
+        let c = Config::try_parse_from([
+            "switchyard",
+            "--model-repository",
+            "/m",
+            "--http-restricted-api",
+            "inference,metadata:infer-key=http-secret-value",
+            "--http-restricted-api",
+            "model-repository:admin-key=admin-secret",
+            "--grpc-restricted-protocol",
+            "inference:infer-key=grpc-secret-value",
+            "--api-token-file",
+            "statistics,model-config:/etc/switchyard/tokens",
+        ])
+        .unwrap();
+        assert_eq!(c.http_restricted_api.len(), 2);
+        assert_eq!(c.grpc_restricted_protocol[0].key, "infer-key");
+        assert_eq!(c.api_token_files[0].path, PathBuf::from("/etc/switchyard/tokens"));
+        let logged = format!("{c:?}");
+        for secret in ["http-secret-value", "admin-secret", "grpc-secret-value"] {
+            assert!(!logged.contains(secret), "the logged configuration shows {secret}");
+        }
+        for bad in ["inferenc:k=v", "inference,inference:k=v", "inference:k"] {
+            let args = ["switchyard", "--model-repository", "/m", "--http-restricted-api", bad];
+            assert!(Config::try_parse_from(args).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -32,6 +32,10 @@ pub enum ErrorKind {
     PermissionDenied,
     /// The operation conflicts with the current state (e.g. a label naming a version that is not loaded).
     FailedPrecondition,
+    /// A restricted API group without its header (`--http-restricted-api`,
+    /// `--grpc-restricted-protocol`). Triton's answers, matched as they are:
+    /// HTTP 403 and gRPC UNAVAILABLE (not PERMISSION_DENIED).
+    Restricted,
 }
 
 /// One row of the error table.
@@ -61,6 +65,7 @@ impl ErrorKind {
             ErrorKind::Unauthenticated => (401, 16, "unauthenticated"),
             ErrorKind::PermissionDenied => (403, 7, "permission_denied"),
             ErrorKind::FailedPrecondition => (409, 9, "failed_precondition"),
+            ErrorKind::Restricted => (403, 14, "restricted"),
         };
         ErrorMapping {
             http_status,

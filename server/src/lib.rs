@@ -190,6 +190,7 @@ impl Server {
                 .http2_keepalive_timeout(Some(limits.http2_keepalive_timeout))
                 .http2_max_header_list_size(limits.max_header_bytes as u32)
                 .layer(net::TrackRequestsLayer)
+                .layer(grpc::AccessLayer::new(&service))
                 .layer(tower::util::MapResponseLayer::new(
                     grpc::too_large_is_resource_exhausted,
                 ))

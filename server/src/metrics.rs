@@ -67,6 +67,10 @@ pub const CONNECTIONS_ACCEPTED: &str = "switchyard_connections_accepted_total";
 /// Counter: connections refused or closed by a limit, by `listener` and
 /// `reason` (limit, idle, handshake, accept_error).
 pub const CONNECTIONS_CLOSED: &str = "switchyard_connections_closed_total";
+/// Counter: requests refused by an API group's access check, by `protocol`,
+/// `group` (health, metadata, inference, …) and `reason` (missing_header,
+/// wrong_header, missing_token, invalid_token).
+pub const AUTH_FAILURES: &str = "switchyard_auth_failures_total";
 
 /// Triton's names, exported as well with `--metrics-triton-names` (labels `model`, `version`).
 pub mod triton {
@@ -256,6 +260,11 @@ fn describe_all() {
         CONNECTIONS_CLOSED,
         "Connections refused or closed by the server: limit (over --max-connections), idle \
          (--connection-idle-timeout-secs), handshake (TLS failed or too slow), accept_error (e.g. out of file descriptors)."
+    );
+    describe_counter!(
+        AUTH_FAILURES,
+        "Requests refused by an API group's access check (--http-restricted-api, --grpc-restricted-protocol, \
+         --api-token-file), by protocol, group and reason (missing_header, wrong_header, missing_token, invalid_token)."
     );
     describe_gauge!(MODEL_READY, "1 while a model version is loaded and serving.");
     describe_gauge!(
@@ -502,6 +511,11 @@ pub fn unrouted_failure(p: Protocol, kind: ErrorKind) {
     metrics::counter!(REQUESTS, "model" => "", "version" => "", "protocol" => p.label(),
         "outcome" => kind.mapping().label)
     .increment(1);
+}
+
+/// Counts a request refused by the access check of API `group`.
+pub fn auth_failure(p: Protocol, group: &'static str, reason: &'static str) {
+    metrics::counter!(AUTH_FAILURES, "protocol" => p.label(), "group" => group, "reason" => reason).increment(1);
 }
 
 /// Handles updated by the executors, once per batch or per request.

@@ -12,6 +12,7 @@ use tokio::sync::oneshot;
 use crate::batching::{Job, JobOutput, Timings};
 use crate::config::{Config, ControlMode};
 use crate::error::{Error, Result};
+use crate::lifecycle::access::Access;
 use crate::lifecycle::admin::{AdminAuth, Caller};
 use crate::lifecycle::audit::{Actor, Audit, Event};
 use crate::metrics::{self, Protocol};
@@ -159,6 +160,7 @@ struct Inner {
     max_tensor_elements: usize,
     registry: Arc<Registry>,
     admin: AdminAuth,
+    access: Access,
     predictions: PredictionLog,
     otlp: crate::otlp::Exporter,
     ready: AtomicBool,
@@ -212,6 +214,11 @@ impl Service {
             .as_ref()
             .map(|p| std::fs::read(p).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", p.display())))
             .transpose()?;
+        let access = Access::new(
+            &config.http_restricted_api,
+            &config.grpc_restricted_protocol,
+            &config.api_token_files,
+        )?;
         let predictions = PredictionLog::start(PredictionLogSettings {
             dir: config.prediction_log_dir.clone(),
             max_file_bytes: config.prediction_log_max_file_mb << 20,
@@ -236,10 +243,16 @@ impl Service {
                 max_tensor_elements: config.max_tensor_elements,
                 registry: Registry::new(settings, audit),
                 admin,
+                access,
                 ready: AtomicBool::new(false),
                 shutting_down: AtomicBool::new(false),
             }),
         })
+    }
+
+    /// Who may call which API group (the frontends check every request).
+    pub fn access(&self) -> &Access {
+        &self.inner.access
     }
 
     /// The routing table (for the control plane).

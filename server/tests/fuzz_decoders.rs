@@ -1512,6 +1512,7 @@ fn caller(authorization: Option<String>) -> Caller {
         peer: Some("127.0.0.1:1".into()),
         authorization,
         admin_listener: false,
+        api_token: None,
     }
 }
 

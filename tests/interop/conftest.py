@@ -55,8 +55,8 @@ def wait_ready(proc, srv):
         time.sleep(0.1)
 
 
-@pytest.fixture(scope="session")
-def server(tmp_path_factory):
+def launch(tmp_path_factory, extra_args=()):
+    """Starts the server on free 127.0.0.1 ports with `extra_args`, yields it once ready, stops it with SIGTERM."""
     binary = Path(os.environ.get("SWITCHYARD_BIN", ROOT / "target/debug/switchyard"))
     if not binary.is_absolute():
         binary = ROOT / binary
@@ -70,6 +70,7 @@ def server(tmp_path_factory):
         "--metrics-address", "127.0.0.1", "--metrics-port", str(metrics),
         "--model-control-mode", "none",
         "--shutdown-drain-secs", "0",
+        *extra_args,
     ]
     srv = Server(f"127.0.0.1:{http}", f"127.0.0.1:{grpc}", f"127.0.0.1:{metrics}", log)
     with open(log, "wb") as out:
@@ -90,6 +91,11 @@ def server(tmp_path_factory):
         proc.wait()
         pytest.fail(f"server did not exit within {EXIT_TIMEOUT_S} s of SIGTERM; log:\n{srv.log_text()}")
     assert proc.returncode == 0, f"server exited with {proc.returncode} after SIGTERM; log:\n{srv.log_text()}"
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory):
+    yield from launch(tmp_path_factory)
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -20,6 +20,8 @@ pub struct HttpClient {
     base: Url,
     /// Sent as `Authorization: Bearer` on every request (admin operations).
     token: Option<String>,
+    /// Sent on every request (see [`HttpClient::with_header`]).
+    headers: std::sync::Arc<HeaderMap>,
     /// The configured timeouts, to name the one that expired.
     connect_timeout: Option<Duration>,
     request_timeout: Option<Duration>,
@@ -60,6 +62,7 @@ impl HttpClient {
             client,
             base,
             token: None,
+            headers: Default::default(),
             connect_timeout: options.connect_timeout,
             request_timeout: options.request_timeout,
         })
@@ -86,6 +89,19 @@ impl HttpClient {
     pub fn with_admin_token(mut self, token: &str) -> HttpClient {
         self.token = Some(token.to_string());
         self
+    }
+
+    /// The same client, sending the header `name: value` on every request
+    /// (e.g. the header of a Triton restricted API, `--http-restricted-api`).
+    pub fn with_header(mut self, name: &str, value: &str) -> Result<HttpClient, ClientError> {
+        let name = reqwest::header::HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| ClientError::InvalidArgument(format!("'{name}' is not a valid header name")))?;
+        let mut value = reqwest::header::HeaderValue::from_str(value)
+            .map_err(|_| ClientError::InvalidArgument(format!("the value of '{name}' is not a valid header value")))?;
+        // Values may be secrets: `Debug` does not show them.
+        value.set_sensitive(true);
+        std::sync::Arc::make_mut(&mut self.headers).insert(name, value);
+        Ok(self)
     }
 
     /// The base URL with `segments` appended, each percent-encoded.
@@ -117,6 +133,11 @@ impl HttpClient {
     }
 
     async fn send(&self, request: RequestBuilder) -> Result<(u16, HeaderMap, Bytes), ClientError> {
+        let request = if self.headers.is_empty() {
+            request
+        } else {
+            request.headers(HeaderMap::clone(&self.headers))
+        };
         let request = match &self.token {
             Some(t) => request.bearer_auth(t),
             None => request,

@@ -13,6 +13,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status, Streaming};
 
 use crate::error::{Error, Result};
+use crate::lifecycle::access::{GrantedToken, grpc_group};
 use crate::lifecycle::admin::Caller;
 use crate::metrics::Protocol;
 use crate::service::{InferRequest, InferResponse, Param, Service};
@@ -516,5 +517,70 @@ fn caller<T>(req: &Request<T>) -> Caller {
             .and_then(|v| v.to_str().ok())
             .map(str::to_string),
         admin_listener: false,
+        api_token: req.extensions().get::<GrantedToken>().map(|t| t.0.clone()),
+    }
+}
+
+/// The access check of every gRPC call (`--grpc-restricted-protocol`,
+/// `--api-token-file`), `grpc.health.v1` included, by method path, before
+/// the request's messages are read. A refusal is a trailers-only response.
+#[derive(Debug, Clone)]
+pub struct AccessLayer {
+    service: Service,
+}
+
+impl AccessLayer {
+    /// The checks of `service`'s policy.
+    pub fn new(service: &Service) -> AccessLayer {
+        AccessLayer {
+            service: service.clone(),
+        }
+    }
+}
+
+impl<S> tower::Layer<S> for AccessLayer {
+    type Service = AccessService<S>;
+
+    fn layer(&self, inner: S) -> AccessService<S> {
+        AccessService {
+            inner,
+            service: self.service.clone(),
+        }
+    }
+}
+
+/// See [`AccessLayer`].
+#[derive(Debug, Clone)]
+pub struct AccessService<S> {
+    inner: S,
+    service: Service,
+}
+
+impl<S, B, RB> tower::Service<http::Request<B>> for AccessService<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<RB>>,
+    RB: Default,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = futures::future::Either<S::Future, std::future::Ready<std::result::Result<S::Response, S::Error>>>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::result::Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
+        if let Some(group) = grpc_group(req.uri().path()) {
+            let headers = req.headers();
+            let lookup = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+            match self.service.access().check(Protocol::Grpc, group, lookup) {
+                Ok(Some(token)) => {
+                    req.extensions_mut().insert(GrantedToken(token));
+                }
+                Ok(None) => {}
+                Err(e) => return futures::future::Either::Right(std::future::ready(Ok(Status::from(e).into_http()))),
+            }
+        }
+        futures::future::Either::Left(self.inner.call(req))
     }
 }

@@ -8,7 +8,7 @@ use std::time::Instant;
 use axum::body::Body;
 use std::net::SocketAddr;
 
-use axum::extract::{ConnectInfo, FromRequestParts, Path, Request, State};
+use axum::extract::{ConnectInfo, FromRequestParts, MatchedPath, Path, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -18,7 +18,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::error::Error;
+use crate::lifecycle::access::{GrantedToken, http_group};
 use crate::lifecycle::admin::Caller;
+use crate::metrics::Protocol;
 use crate::repository::config::{config_to_json, message_to_json};
 use crate::service::{ModelMetadata, Service, TensorMeta};
 use crate::trace::{TRACEPARENT, TraceContext};
@@ -53,6 +55,7 @@ impl FromRequestParts<AppState> for AdminCaller {
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string),
             admin_listener: state.admin,
+            api_token: parts.extensions.get::<GrantedToken>().map(|t| t.0.clone()),
         }))
     }
 }
@@ -99,8 +102,32 @@ pub fn router(service: Service, max_body: usize, admin: bool) -> Router {
         .route("/v2/models/{model}/labels/{label}", put(set_label).delete(delete_label))
         .route("/v2/models/{model}/default", put(set_default))
         .route("/v2/models/{model}/rollback", post(rollback))
+        // After routing (the route decides the group); unknown paths stay 404.
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), restrict))
         .fallback(|| async { Error::not_found("no such endpoint") })
         .with_state(state)
+}
+
+/// The access check of the route's API group (`--http-restricted-api`,
+/// `--api-token-file`), before the handler reads the body.
+async fn restrict(
+    State(s): State<AppState>,
+    route: MatchedPath,
+    mut req: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if let Some(group) = http_group(route.as_str()) {
+        let headers = req.headers();
+        let lookup = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        match s.service.access().check(Protocol::Http, group, lookup) {
+            Ok(Some(token)) => {
+                req.extensions_mut().insert(GrantedToken(token));
+            }
+            Ok(None) => {}
+            Err(e) => return e.into_response(),
+        }
+    }
+    next.run(req).await
 }
 
 async fn live(State(s): State<AppState>) -> Response {

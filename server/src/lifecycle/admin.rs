@@ -20,13 +20,96 @@ pub struct Caller {
     pub authorization: Option<String>,
     /// Whether it came through the admin listener.
     pub admin_listener: bool,
+    /// Id of the API token the request passed its group's check with
+    /// (`--api-token-file`), if any.
+    pub api_token: Option<String>,
+}
+
+/// A set of bearer tokens, each known by an id; only SHA-256 digests are kept.
+#[derive(Default, Clone)]
+pub struct TokenSet {
+    /// (id, SHA-256 of the token).
+    tokens: Vec<(String, [u8; 32])>,
+}
+
+impl std::fmt::Debug for TokenSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.ids()).finish()
+    }
+}
+
+impl TokenSet {
+    /// Tokens from a file: `id:token` or a bare token (id `line<N>`) per
+    /// line, `#` comments. `what` names the file in errors ("admin", "API").
+    pub fn from_file(path: &Path, what: &str) -> anyhow::Result<TokenSet> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read the {what} token file {}: {e}", path.display()))?;
+        let mut set = TokenSet::default();
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let (id, token) = match line.split_once(':') {
+                Some((id, token)) if !id.is_empty() => (id.trim().to_string(), token.trim()),
+                _ => (format!("line{}", n + 1), line),
+            };
+            set.add(id, token, path, what)?;
+        }
+        anyhow::ensure!(
+            !set.is_empty(),
+            "the {what} token file {} holds no token",
+            path.display()
+        );
+        Ok(set)
+    }
+
+    /// Adds one token (at least [`MIN_TOKEN_LEN`] characters).
+    pub fn add(&mut self, id: String, token: &str, source: &Path, what: &str) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            token.len() >= MIN_TOKEN_LEN,
+            "an {what} token in {} is shorter than {MIN_TOKEN_LEN} characters",
+            source.display()
+        );
+        self.tokens.push((id, Sha256::digest(token.as_bytes()).into()));
+        Ok(())
+    }
+
+    /// No token at all.
+    pub fn is_empty(&self) -> bool {
+        self.tokens.is_empty()
+    }
+
+    /// The ids (safe to print).
+    pub fn ids(&self) -> impl Iterator<Item = &str> {
+        self.tokens.iter().map(|(id, _)| id.as_str())
+    }
+
+    /// The id of the token `presented` is, if any. Every token is compared
+    /// (in constant time, on digests), so timing does not tell which matched.
+    pub fn find(&self, presented: &str) -> Option<&str> {
+        let d: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        let mut matched: Option<&str> = None;
+        for (id, want) in &self.tokens {
+            if bool::from(want.ct_eq(&d)) {
+                matched = Some(id);
+            }
+        }
+        matched
+    }
+}
+
+/// The token of an `Authorization: Bearer <token>` value.
+pub fn bearer(authorization: Option<&str>) -> Option<&str> {
+    authorization
+        .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
+        .map(str::trim)
 }
 
 /// The admin policy.
 #[derive(Default)]
 pub struct AdminAuth {
-    /// (id, SHA-256 of the token).
-    tokens: Vec<(String, [u8; 32])>,
+    tokens: TokenSet,
     /// Admin operations only on the admin listener.
     separate_listener: bool,
 }
@@ -34,7 +117,7 @@ pub struct AdminAuth {
 impl std::fmt::Debug for AdminAuth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AdminAuth")
-            .field("tokens", &self.tokens.iter().map(|(id, _)| id).collect::<Vec<_>>())
+            .field("tokens", &self.tokens)
             .field("separate_listener", &self.separate_listener)
             .finish()
     }
@@ -47,29 +130,12 @@ impl AdminAuth {
     /// Tokens from a file (`id:token` or a bare token per line; `#` comments)
     /// and/or one bare token from the environment (id `env`).
     pub fn new(token_file: Option<&Path>, env_token: Option<&str>, separate_listener: bool) -> anyhow::Result<Self> {
-        let mut tokens = Vec::new();
-        if let Some(path) = token_file {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| anyhow::anyhow!("cannot read the admin token file {}: {e}", path.display()))?;
-            for (n, line) in text.lines().enumerate() {
-                let line = line.trim();
-                if line.is_empty() || line.starts_with('#') {
-                    continue;
-                }
-                let (id, token) = match line.split_once(':') {
-                    Some((id, token)) if !id.is_empty() => (id.trim().to_string(), token.trim()),
-                    _ => (format!("line{}", n + 1), line),
-                };
-                tokens.push((id, digest(token, path)?));
-            }
-            anyhow::ensure!(
-                !tokens.is_empty(),
-                "the admin token file {} holds no token",
-                path.display()
-            );
-        }
+        let mut tokens = match token_file {
+            Some(path) => TokenSet::from_file(path, "admin")?,
+            None => TokenSet::default(),
+        };
         if let Some(token) = env_token.filter(|t| !t.is_empty()) {
-            tokens.push(("env".into(), digest(token, Path::new("SWITCHYARD_ADMIN_TOKEN"))?));
+            tokens.add("env".into(), token, Path::new("SWITCHYARD_ADMIN_TOKEN"), "admin")?;
         }
         Ok(AdminAuth {
             tokens,
@@ -85,10 +151,14 @@ impl AdminAuth {
     /// Allows or refuses an admin operation; the actor to audit either way.
     pub fn authorize(&self, caller: &Caller) -> (Actor, Result<()>) {
         let peer = caller.peer.clone();
+        // Without admin tokens, a caller that passed an API group's token
+        // (`--api-token-file`) is still named by that token's id.
         let anonymous = Actor {
-            name: peer
-                .as_ref()
-                .map_or_else(|| "local".to_string(), |p| format!("peer:{p}")),
+            name: match (&caller.api_token, &peer) {
+                (Some(id), _) => format!("token:{id}"),
+                (None, Some(p)) => format!("peer:{p}"),
+                (None, None) => "local".to_string(),
+            },
             peer: peer.clone(),
         };
         if self.separate_listener && !caller.admin_listener {
@@ -103,12 +173,7 @@ impl AdminAuth {
         if self.tokens.is_empty() {
             return (anonymous, Ok(()));
         }
-        let presented = caller
-            .authorization
-            .as_deref()
-            .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
-            .map(str::trim);
-        let Some(presented) = presented else {
+        let Some(presented) = bearer(caller.authorization.as_deref()) else {
             return (
                 anonymous,
                 Err(Error::new(
@@ -117,15 +182,7 @@ impl AdminAuth {
                 )),
             );
         };
-        let d: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
-        // Every token is compared, so timing does not tell which one matched.
-        let mut matched: Option<&str> = None;
-        for (id, want) in &self.tokens {
-            if bool::from(want.ct_eq(&d)) {
-                matched = Some(id);
-            }
-        }
-        match matched {
+        match self.tokens.find(presented) {
             Some(id) => (
                 Actor {
                     name: format!("token:{id}"),
@@ -141,15 +198,6 @@ impl AdminAuth {
     }
 }
 
-fn digest(token: &str, source: &Path) -> anyhow::Result<[u8; 32]> {
-    anyhow::ensure!(
-        token.len() >= MIN_TOKEN_LEN,
-        "an admin token in {} is shorter than {MIN_TOKEN_LEN} characters",
-        source.display()
-    );
-    Ok(Sha256::digest(token.as_bytes()).into())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -159,6 +207,7 @@ mod tests {
             peer: Some("10.0.0.1:5000".into()),
             authorization: auth.map(str::to_string),
             admin_listener,
+            api_token: None,
         }
     }
 
