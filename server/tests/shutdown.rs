@@ -19,19 +19,22 @@ const DRAIN: Duration = Duration::from_secs(2);
 
 /// Starts the binary and returns it with its HTTP and gRPC addresses (from its "listening" log line).
 fn spawn(repo: &std::path::Path) -> (KillOnDrop, SocketAddr, SocketAddr) {
+    let drain = DRAIN.as_secs().to_string();
+    let (child, http, grpc, _) = spawn_with(repo, &["--shutdown-drain-secs", &drain]);
+    (child, http, grpc)
+}
+
+/// Starts the binary with `extra` flags; returns it with its HTTP, gRPC and metrics addresses.
+fn spawn_with(repo: &std::path::Path, extra: &[&str]) -> (KillOnDrop, SocketAddr, SocketAddr, SocketAddr) {
     let child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
         .args(["--model-repository"])
         .arg(repo)
         .args(["--http-address", "127.0.0.1", "--http-port", "0"])
         .args(["--grpc-address", "127.0.0.1", "--grpc-port", "0"])
         .args(["--metrics-address", "127.0.0.1", "--metrics-port", "0"])
-        .args([
-            "--shutdown-drain-secs",
-            &DRAIN.as_secs().to_string(),
-            "--exit-timeout-secs",
-            "10",
-        ])
+        .args(["--exit-timeout-secs", "10"])
         .args(["--log-format", "json"])
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -47,10 +50,14 @@ fn spawn(repo: &std::path::Path) -> (KillOnDrop, SocketAddr, SocketAddr) {
     let deadline = Instant::now() + WAIT;
     loop {
         let line = lines.next().expect("the server logs").unwrap();
-        if let (Some(http), Some(grpc)) = (addr_of(&line, "http"), addr_of(&line, "grpc")) {
+        if let (Some(http), Some(grpc), Some(metrics)) = (
+            addr_of(&line, "http"),
+            addr_of(&line, "grpc"),
+            addr_of(&line, "metrics"),
+        ) {
             // Keep draining the log so the server never blocks on a full pipe.
             std::thread::spawn(move || for _ in lines.by_ref() {});
-            return (child, http, grpc);
+            return (child, http, grpc, metrics);
         }
         assert!(Instant::now() < deadline, "no 'listening' line");
     }
@@ -211,4 +218,81 @@ async fn sigterm_turns_readiness_false_first_and_loses_no_request() {
             ),
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_a_model_load_still_exits() {
+    // A load that takes seconds: a golden-set latency budget of 100,000 requests.
+    let repo = temp_repo(&["simple"]);
+    let version = repo.path().join("simple/2");
+    let cases = version.join("validation/cases");
+    std::fs::create_dir_all(&cases).unwrap();
+    let a: Vec<i32> = (0..16).collect();
+    let case = serde_json::json!({
+        "inputs": [
+            {"name": "INPUT0", "datatype": "INT32", "shape": [1, 16], "data": a},
+            {"name": "INPUT1", "datatype": "INT32", "shape": [1, 16], "data": vec![1; 16]}
+        ],
+        "outputs": [{"name": "OUTPUT0", "shape": [1, 16], "data": a.iter().map(|x| x + 1).collect::<Vec<_>>()}]
+    });
+    std::fs::write(cases.join("case.json"), case.to_string()).unwrap();
+    std::fs::write(
+        version.join("validation/budget.json"),
+        r#"{"p99_ms": 10000, "requests": 100000}"#,
+    )
+    .unwrap();
+    let (mut child, http_addr, _, metrics_addr) = spawn_with(
+        repo.path(),
+        &["--model-control-mode", "explicit", "--shutdown-drain-secs", "0"],
+    );
+    let http = HttpClient::new(&format!("http://{http_addr}")).unwrap();
+    let loading = tokio::spawn(async move { http.load_model("simple", None).await });
+    // Wait until the load is running (the version is LOADING), then signal.
+    let metrics = reqwest::Client::new();
+    let metrics_url = format!("http://{metrics_addr}/metrics");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let text = metrics.get(&metrics_url).send().await.unwrap().text().await.unwrap();
+        if text
+            .lines()
+            .any(|l| l.starts_with("switchyard_model_state{") && l.contains("state=\"LOADING\"") && l.ends_with(" 1"))
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the load never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let pid = child.0.as_ref().unwrap().id();
+    let sigterm = Instant::now();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = tokio::task::spawn_blocking(move || {
+        let child = child.0.as_mut().unwrap();
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the server did not exit while a load was running"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    })
+    .await
+    .unwrap();
+    assert!(status.success(), "exit status {status}");
+    // Well within the exit timeout: the load did not hold the process.
+    assert!(
+        sigterm.elapsed() < Duration::from_secs(10),
+        "exit took {:?}",
+        sigterm.elapsed()
+    );
+    let _ = loading.await;
 }
