@@ -272,6 +272,7 @@ impl Server {
             // 2. Stop accepting; open connections finish what is in flight.
             tracing::info!("shutting down: closing the listeners, finishing in-flight requests");
             stop.cancel();
+            svc.stop_control();
             tracker.close();
             let drained = async {
                 for accept in accept_loops {

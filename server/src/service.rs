@@ -165,6 +165,9 @@ struct Inner {
     otlp: crate::otlp::Exporter,
     ready: AtomicBool,
     shutting_down: AtomicBool,
+    /// Cancelled when the listeners close at shutdown: loads still running are
+    /// answered (503) instead of holding their connection until the exit timeout.
+    stopping: tokio_util::sync::CancellationToken,
 }
 
 /// Cheap to clone; shared by the frontends.
@@ -246,6 +249,7 @@ impl Service {
                 access,
                 ready: AtomicBool::new(false),
                 shutting_down: AtomicBool::new(false),
+                stopping: tokio_util::sync::CancellationToken::new(),
             }),
         })
     }
@@ -283,6 +287,12 @@ impl Service {
     /// First step of shutdown: readiness turns false.
     pub fn begin_shutdown(&self) {
         self.inner.shutting_down.store(true, Ordering::Release);
+    }
+
+    /// Shutdown, step 2 (the listeners close): model loads requested through
+    /// the API stop waiting and are answered 503; the process exits without them.
+    pub fn stop_control(&self) {
+        self.inner.stopping.cancel();
     }
 
     /// Server name, version and extensions.
@@ -392,10 +402,13 @@ impl Service {
         // The load runs as a task of its own: a client that disconnects does
         // not abandon it half-way; it finishes (or fails) and is audited either way.
         let (service, model) = (self.clone(), model.to_string());
-        tokio::spawn(async move { service.load_now(&model, override_config, &actor).await })
-            .await
-            .map_err(|e| Error::internal(format!("the load task failed: {e}")))?
-            .map(|_| ())
+        let load = tokio::spawn(async move { service.load_now(&model, override_config, &actor).await });
+        tokio::select! {
+            r = load => r.map_err(|e| Error::internal(format!("the load task failed: {e}")))?.map(|_| ()),
+            _ = self.inner.stopping.cancelled() => Err(Error::unavailable(
+                "the server is shutting down: the load was abandoned",
+            )),
+        }
     }
 
     /// Stops routing to every model (at shutdown): in-flight requests finish,

@@ -20,7 +20,7 @@ const DRAIN: Duration = Duration::from_secs(2);
 /// Starts the binary and returns it with its HTTP and gRPC addresses (from its "listening" log line).
 fn spawn(repo: &std::path::Path) -> (KillOnDrop, SocketAddr, SocketAddr) {
     let drain = DRAIN.as_secs().to_string();
-    let (child, http, grpc, _) = spawn_with(repo, &["--shutdown-drain-secs", &drain]);
+    let (child, http, grpc, _) = spawn_with(repo, &["--shutdown-drain-secs", &drain, "--exit-timeout-secs", "10"]);
     (child, http, grpc)
 }
 
@@ -32,7 +32,6 @@ fn spawn_with(repo: &std::path::Path, extra: &[&str]) -> (KillOnDrop, SocketAddr
         .args(["--http-address", "127.0.0.1", "--http-port", "0"])
         .args(["--grpc-address", "127.0.0.1", "--grpc-port", "0"])
         .args(["--metrics-address", "127.0.0.1", "--metrics-port", "0"])
-        .args(["--exit-timeout-secs", "10"])
         .args(["--log-format", "json"])
         .args(extra)
         .stdout(Stdio::piped())
@@ -106,7 +105,7 @@ fn classify(r: Result<(), ClientError>) -> Outcome {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigterm_turns_readiness_false_first_and_loses_no_request() {
     let repo = temp_repo(&["simple"]);
-    let (mut child, http_addr, grpc_addr) = spawn(repo.path());
+    let (child, http_addr, grpc_addr) = spawn(repo.path());
     let opts = ClientOptions::default()
         .with_connect_timeout(Duration::from_secs(2))
         .with_request_timeout(Duration::from_secs(10));
@@ -167,27 +166,7 @@ async fn sigterm_turns_readiness_false_first_and_loses_no_request() {
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     let sigterm = Instant::now();
-    let pid = child.0.as_ref().unwrap().id();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let status = tokio::task::spawn_blocking(move || {
-        let child = child.0.as_mut().unwrap();
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(s) = child.try_wait().unwrap() {
-                return s;
-            }
-            assert!(Instant::now() < deadline, "the server did not exit");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    })
-    .await
-    .unwrap();
+    let status = terminate_and_wait(child).await;
     let exited = Instant::now();
     for t in tasks {
         t.await.unwrap();
@@ -241,9 +220,16 @@ async fn sigterm_during_a_model_load_still_exits() {
         r#"{"p99_ms": 10000, "requests": 100000}"#,
     )
     .unwrap();
-    let (mut child, http_addr, _, metrics_addr) = spawn_with(
+    let (child, http_addr, _, metrics_addr) = spawn_with(
         repo.path(),
-        &["--model-control-mode", "explicit", "--shutdown-drain-secs", "0"],
+        &[
+            "--model-control-mode",
+            "explicit",
+            "--shutdown-drain-secs",
+            "0",
+            "--exit-timeout-secs",
+            "60",
+        ],
     );
     let http = HttpClient::new(&format!("http://{http_addr}")).unwrap();
     let loading = tokio::spawn(async move { http.load_model("simple", None).await });
@@ -262,37 +248,38 @@ async fn sigterm_during_a_model_load_still_exits() {
         assert!(Instant::now() < deadline, "the load never started");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let pid = child.0.as_ref().unwrap().id();
     let sigterm = Instant::now();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let status = tokio::task::spawn_blocking(move || {
-        let child = child.0.as_mut().unwrap();
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(s) = child.try_wait().unwrap() {
-                return s;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the server did not exit while a load was running"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    })
-    .await
-    .unwrap();
+    let status = terminate_and_wait(child).await;
     assert!(status.success(), "exit status {status}");
-    // Well within the exit timeout: the load did not hold the process.
+    // Well within the exit timeout (60 s): the load did not hold the process.
     assert!(
         sigterm.elapsed() < Duration::from_secs(10),
         "exit took {:?}",
         sigterm.elapsed()
     );
-    let _ = loading.await;
+    let answer = loading.await.unwrap();
+    assert!(
+        matches!(&answer, Err(ClientError::Http { status: 503, .. }) | Ok(())),
+        "the load request was answered: {answer:?}"
+    );
+}
+
+/// Sends SIGTERM and waits (bounded) for the process to exit.
+async fn terminate_and_wait(mut child: KillOnDrop) -> std::process::ExitStatus {
+    let pid = child.0.as_ref().unwrap().id();
+    let sent = Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
+    assert!(sent.success());
+    tokio::task::spawn_blocking(move || {
+        let process = child.0.as_mut().unwrap();
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(s) = process.try_wait().unwrap() {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "the server did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    })
+    .await
+    .unwrap()
 }
