@@ -704,7 +704,7 @@ pub fn prepare_job(
         let Some(pos) = inputs.iter().position(|t| t.name == spec.name) else {
             if spec.optional {
                 // Requests batch together only when the same optional inputs are present.
-                shape_key.push(-2);
+                push_key(&mut shape_key, None);
                 continue;
             }
             return Err(Error::invalid(format!(
@@ -730,7 +730,7 @@ pub fn prepare_job(
             _ => {}
         }
         let skip = usize::from(handle.max_batch_size > 0);
-        shape_key.extend_from_slice(&tensor.shape[skip..]);
+        push_key(&mut shape_key, Some(&tensor.shape[skip..]));
         ordered.push(tensor);
     }
     for name in &outputs {
@@ -762,6 +762,21 @@ pub fn prepare_job(
     job.priority = priority;
     job.timeout = timeout;
     Ok((job, rx))
+}
+
+/// Appends one input to a batching compatibility key: `-1` when it is absent,
+/// else its number of dims and the dims. Every input's part can be read back
+/// unambiguously, so two requests share a key only when the same inputs are
+/// present with the same shapes (with two optional inputs, "only X" and
+/// "only Y" no longer collide, whatever their shapes).
+fn push_key(key: &mut Vec<i64>, dims: Option<&[i64]>) {
+    match dims {
+        None => key.push(-1),
+        Some(d) => {
+            key.push(d.len() as i64);
+            key.extend_from_slice(d);
+        }
+    }
 }
 
 /// Validates one input; returns its batch size (1 without a batch dimension).
@@ -813,4 +828,26 @@ fn check_input(handle: &VersionHandle, spec: &TensorSpec, t: &Tensor, max_tensor
         )));
     }
     Ok(rows as usize)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::push_key;
+
+    fn key(inputs: &[Option<&[i64]>]) -> Vec<i64> {
+        let mut k = Vec::new();
+        for i in inputs {
+            push_key(&mut k, *i);
+        }
+        k
+    }
+
+    #[test]
+    fn batch_keys_tell_which_optional_inputs_are_present() {
+        // Two optional scalar (per-row) inputs: only X vs only Y.
+        assert_ne!(key(&[Some(&[]), None]), key(&[None, Some(&[])]));
+        assert_ne!(key(&[Some(&[4]), None]), key(&[None, Some(&[4])]));
+        assert_ne!(key(&[Some(&[2, 3]), None]), key(&[Some(&[2]), Some(&[3])]));
+        assert_eq!(key(&[Some(&[4]), None]), key(&[Some(&[4]), None]));
+    }
 }
