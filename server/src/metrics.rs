@@ -382,8 +382,14 @@ impl ModelState {
     }
 }
 
-/// Sets `switchyard_model_state{model,version,state}`: 1 for `state`, 0 for the others.
+/// Sets `switchyard_model_state{model,version,state}`: 1 for `state`, 0 for
+/// the others, and `switchyard_model_ready` (1 only while READY). Called where
+/// a version is published, retired or starts loading — never from object
+/// lifetimes, so a version warming up reads 0 and a reload that replaces (or
+/// fails to replace) a serving version does not zero it.
 pub fn model_state(model: &str, version: &str, state: ModelState) {
+    let ready = if state == ModelState::Ready { 1.0 } else { 0.0 };
+    metrics::gauge!(MODEL_READY, "model" => model.to_string(), "version" => version.to_string()).set(ready);
     for s in ModelState::ALL {
         let value = if s == state { 1.0 } else { 0.0 };
         metrics::gauge!(MODEL_STATE, "model" => model.to_string(), "version" => version.to_string(),
@@ -455,7 +461,6 @@ impl VersionMetrics {
         };
         let (http_ok, http_d) = per_protocol(Protocol::Http);
         let (grpc_ok, grpc_d) = per_protocol(Protocol::Grpc);
-        metrics::gauge!(MODEL_READY, "model" => m.clone(), "version" => v.clone()).set(1.0);
         VersionMetrics {
             success: [http_ok, grpc_ok],
             duration: [http_d, grpc_d],
@@ -497,12 +502,6 @@ impl VersionMetrics {
         .increment(1);
         self.duration[Self::index(p)].record(seconds);
         self.nv_failure.increment(1);
-    }
-}
-
-impl Drop for VersionMetrics {
-    fn drop(&mut self) {
-        metrics::gauge!(MODEL_READY, "model" => self.model.clone(), "version" => self.version.clone()).set(0.0);
     }
 }
 

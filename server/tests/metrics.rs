@@ -198,3 +198,49 @@ async fn metrics_move_with_inferences() {
     }
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn model_ready_follows_serving_state_across_reloads() {
+    // A model of its own name: the recorder is shared by every test of this binary.
+    let repo = temp_repo(&[]);
+    common::copy_dir(&common::models_dir().join("simple"), &repo.path().join("rdy"));
+    let config = std::fs::read_to_string(repo.path().join("rdy/config.pbtxt")).unwrap();
+    std::fs::write(
+        repo.path().join("rdy/config.pbtxt"),
+        config.replace("name: \"simple\"", "name: \"rdy\""),
+    )
+    .unwrap();
+    let s = TestServer::start(repo.path(), |c| {
+        c.model_control_mode = switchyard::config::ControlMode::Explicit;
+    })
+    .await;
+    const RDY: &[(&str, &str)] = &[("model", "rdy"), ("version", "2")];
+    s.http.load_model("rdy", None).await.unwrap();
+    assert_eq!(sum(&scrape(&s).await, "switchyard_model_ready", RDY), 1.0, "first load");
+
+    // A failed reload leaves the serving version ready.
+    let file = repo.path().join("rdy/2/model.onnx");
+    let good = std::fs::read(&file).unwrap();
+    std::fs::write(&file, b"not an onnx file").unwrap();
+    assert!(s.http.load_model("rdy", None).await.is_err());
+    assert_eq!(
+        sum(&scrape(&s).await, "switchyard_model_ready", RDY),
+        1.0,
+        "failed reload"
+    );
+
+    // A reload of a changed file replaces the version; the retired object does not zero it.
+    std::fs::write(&file, std::fs::read(repo.path().join("rdy/1/model.onnx")).unwrap()).unwrap();
+    s.http.load_model("rdy", None).await.unwrap();
+    std::fs::write(&file, good).unwrap();
+    s.http.load_model("rdy", None).await.unwrap();
+    assert_eq!(
+        sum(&scrape(&s).await, "switchyard_model_ready", RDY),
+        1.0,
+        "changed file"
+    );
+
+    s.http.unload_model("rdy").await.unwrap();
+    assert_eq!(sum(&scrape(&s).await, "switchyard_model_ready", RDY), 0.0, "unloaded");
+    s.stop().await;
+}
