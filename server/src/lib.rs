@@ -294,7 +294,8 @@ impl Server {
             //    every model (queues drain, executors exit).
             control.abort();
             let _ = control.await;
-            svc.retire_all().await;
+            // Bounded: a reload still holding a model's control lock must not hold the exit.
+            let _ = tokio::time::timeout(Duration::from_secs(5), svc.retire_all()).await;
             // 4. Records already taken are written before the process exits.
             let log = svc.prediction_log().clone();
             let _ = tokio::task::spawn_blocking(move || log.flush(Duration::from_secs(5))).await;
