@@ -2,7 +2,7 @@
 //! with a Prometheus text-format parser.
 //!
 //! The recorder is process-wide and the first install wins, so this binary
-//! holds one test that starts one server, with Triton's names on.
+//! starts every server with the same recorder settings (Triton's names on).
 
 mod common;
 
@@ -50,17 +50,20 @@ fn value_of<'a>(scrape: &'a Scrape, name: &str, labels: &[(&str, &str)]) -> &'a 
         .value
 }
 
+/// The recorder's settings. The first server of this binary to start installs
+/// the process-wide recorder, so every test here starts with the same ones.
+fn recorder_settings(c: &mut switchyard::config::Config) {
+    c.metrics_triton_names = true;
+    c.metrics_latency_buckets = vec![0.0001, 0.001, 0.01, 0.1, 1.0, 10.0];
+}
+
 /// The version that serves requests without one: the latest of `simple`'s two.
 const SIMPLE: &[(&str, &str)] = &[("model", "simple"), ("version", "2")];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_move_with_inferences() {
     let repo = temp_repo(&["simple"]);
-    let s = TestServer::start(repo.path(), |c| {
-        c.metrics_triton_names = true;
-        c.metrics_latency_buckets = vec![0.0001, 0.001, 0.01, 0.1, 1.0, 10.0];
-    })
-    .await;
+    let s = TestServer::start(repo.path(), recorder_settings).await;
     let before = scrape(&s).await;
 
     let (http_n, grpc_n) = (4, 3);
@@ -211,6 +214,7 @@ async fn model_ready_follows_serving_state_across_reloads() {
     )
     .unwrap();
     let s = TestServer::start(repo.path(), |c| {
+        recorder_settings(c);
         c.model_control_mode = switchyard::config::ControlMode::Explicit;
     })
     .await;
