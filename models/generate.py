@@ -57,10 +57,12 @@ def save(m, path):
 
 
 def io_block(kind, entries):
-    """`input [...]` / `output [...]` of a config.pbtxt from (name, TYPE_*, dims) triples."""
+    """`input [...]` / `output [...]` of a config.pbtxt from (name, TYPE_*, dims[, optional]) tuples."""
     items = [
-        f'  {{\n    name: "{name}"\n    data_type: {dtype}\n    dims: [ {", ".join(map(str, dims))} ]\n  }}'
-        for name, dtype, dims in entries
+        f'  {{\n    name: "{e[0]}"\n    data_type: {e[1]}\n    dims: [ {", ".join(map(str, e[2]))} ]\n'
+        + ("    optional: true\n" if len(e) > 3 and e[3] else "")
+        + "  }"
+        for e in entries
     ]
     return f"{kind} [\n" + ",\n".join(items) + "\n]\n"
 
@@ -160,6 +162,23 @@ def cnn():
     f32 = TensorProto.FLOAT
     graph = helper.make_graph(nodes, "cnn", [tensor("x", f32, [3, 64, 64])], [tensor("y", f32, [10])], inits,
                               doc_string="CNN: 2 x (Conv 3x3 + Relu + MaxPool 2), GlobalAveragePool, Gemm 32 -> 10.")
+    return model(graph)
+
+
+def optional():
+    f32 = TensorProto.FLOAT
+    # An input that is also an initializer has a default value, so a request may leave it out (Triton's
+    # `optional: true`). The defaults are one row of zeros, broadcast over the batch.
+    inits = [numpy_helper.from_array(np.zeros((1, 4), np.float32), name) for name in ("X", "Y")]
+    inits.append(numpy_helper.from_array(np.array([10], np.float32), "ten"))
+    nodes = [
+        helper.make_node("Mul", ["Y", "ten"], ["y10"], name="scale"),
+        helper.make_node("Add", ["X", "y10"], ["Z"], name="add"),
+    ]
+    graph = helper.make_graph(
+        nodes, "optional", [tensor("X", f32, [4]), tensor("Y", f32, [4])], [tensor("Z", f32, [4])], inits,
+        doc_string="Z = X + 10 * Y; X and Y are optional and default to zeros.",
+    )
     return model(graph)
 
 
@@ -263,6 +282,13 @@ def write_examples(repo):
     ], budget={"p99_ms": 50, "requests": 50}, tolerance={"absolute": 1e-5, "relative": 1e-4})
     # Drift reference: what the classifier's traffic is expected to look like (features ~ N(0, 1)).
     write_profile(repo / "classifier/1", {"features": rng.standard_normal((5000, 16)).astype(np.float32)})
+
+
+    # Optional inputs: with dynamic batching, requests carrying different inputs must never share a batch.
+    write_config(repo / "optional/config.pbtxt", "optional", 8,
+                 [("X", "TYPE_FP32", [4], True), ("Y", "TYPE_FP32", [4], True)], [("Z", "TYPE_FP32", [4])],
+                 "dynamic_batching { max_queue_delay_microseconds: 100 }\n")
+    save(optional(), repo / "optional/1/model.onnx")
 
 
 def write_bench(repo):

@@ -77,3 +77,55 @@ async fn concurrent_clients_get_their_own_rows_back_from_shared_batches() {
     }
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_with_different_optional_inputs_never_share_a_batch() {
+    // `optional`: Z = X + 10 * Y, where X and Y default to zeros. A long queue delay
+    // makes concurrent requests wait for one another, so they would merge if allowed.
+    let repo = temp_repo(&["optional"]);
+    let config = std::fs::read_to_string(repo.path().join("optional/config.pbtxt")).unwrap();
+    std::fs::write(
+        repo.path().join("optional/config.pbtxt"),
+        config.replace(
+            "max_queue_delay_microseconds: 100",
+            "max_queue_delay_microseconds: 20000",
+        ),
+    )
+    .unwrap();
+    let s = TestServer::start(repo.path(), |_| {}).await;
+    let mut tasks = Vec::new();
+    for client in 0..32i32 {
+        let (http, grpc) = (s.http.clone(), s.grpc.clone());
+        tasks.push(tokio::spawn(async move {
+            let row: Vec<f32> = (0..4).map(|i| (client * 4 + i) as f32).collect();
+            // Even clients send only X, odd ones only Y; both protocols.
+            let name = if client % 2 == 0 { "X" } else { "Y" };
+            let inputs = vec![switchyard_client::Tensor::new(name, vec![1, 4], Data::F32(row.clone()))];
+            let opts = InferOptions::default();
+            let r = if client % 4 < 2 {
+                http.infer("optional", &inputs, &opts).await.unwrap()
+            } else {
+                grpc.infer("optional", &inputs, &opts).await.unwrap()
+            };
+            let expected: Vec<f32> = row
+                .iter()
+                .map(|v| if client % 2 == 0 { *v } else { v * 10.0 })
+                .collect();
+            let z = r.output("Z").unwrap();
+            assert_eq!(z.shape, vec![1, 4], "client {client}");
+            assert_eq!(z.data, Data::F32(expected), "client {client} sent only {name}");
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let stats = s.grpc.statistics(Some("optional"), None).await.unwrap();
+    let st = &stats.model_stats[0];
+    assert_eq!(st.inference_count, 32);
+    assert!(
+        st.execution_count < 32,
+        "requests with the same inputs still merged: {} executions",
+        st.execution_count
+    );
+    s.stop().await;
+}

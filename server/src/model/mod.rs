@@ -24,6 +24,11 @@ pub struct Signature {
     pub inputs: Vec<IoSpec>,
     /// Outputs.
     pub outputs: Vec<IoSpec>,
+    /// Inputs with a default value in the file (ONNX initializers that a
+    /// request may override). They are inputs only where the configuration
+    /// names them, as Triton's optional inputs: a model file of an older IR
+    /// lists every weight this way, so they are never added on their own.
+    pub defaulted_inputs: Vec<IoSpec>,
 }
 
 /// Where a session's kernels run.

@@ -219,6 +219,11 @@ fn read_signature(session: &Session) -> Signature {
     Signature {
         inputs: session.inputs().iter().map(|o| spec(o.name(), o.dtype())).collect(),
         outputs: session.outputs().iter().map(|o| spec(o.name(), o.dtype())).collect(),
+        defaulted_inputs: session
+            .overridable_initializers()
+            .iter()
+            .map(|o| spec(o.name(), o.dtype()))
+            .collect(),
     }
 }
 

@@ -183,7 +183,14 @@ pub fn complete(
             )));
         }
     }
-    for io in sig.inputs.iter().chain(&sig.outputs) {
+    // Initializers with a default value are inputs where the configuration names them.
+    let defaulted: Vec<&IoSpec> = sig
+        .defaulted_inputs
+        .iter()
+        .filter(|d| config.input.iter().any(|c| c.name == d.name) && !sig.inputs.iter().any(|i| i.name == d.name))
+        .collect();
+    let model_io = || sig.inputs.iter().chain(defaulted.iter().copied()).chain(&sig.outputs);
+    for io in model_io() {
         if let Err(ty) = &io.datatype {
             return Err(at(format!(
                 "tensor '{}' has type {ty}, which the protocol cannot carry",
@@ -204,7 +211,7 @@ pub fn complete(
         config.max_batch_size = default_max_batch_size as i32;
     }
     let batching = config.max_batch_size > 0;
-    if batching && let Some(io) = sig.inputs.iter().chain(&sig.outputs).find(|io| !batchable(io)) {
+    if batching && let Some(io) = model_io().find(|io| !batchable(io)) {
         return Err(at(format!(
             "max_batch_size is {} but tensor '{}' has no variable first (batch) dimension: model shape {:?}",
             config.max_batch_size, io.name, io.dims
@@ -219,7 +226,10 @@ pub fn complete(
     };
 
     for (i, input) in config.input.iter_mut().enumerate() {
-        let spec = find(&sig.inputs, &input.name, "input", i).map_err(at)?;
+        let spec = match defaulted.iter().find(|d| d.name == input.name) {
+            Some(d) => *d,
+            None => find(&sig.inputs, &input.name, "input", i).map_err(at)?,
+        };
         check_tensor(
             &mut input.data_type,
             &mut input.dims,
@@ -417,6 +427,7 @@ mod tests {
                 io("INPUT1", DataType::Int32, &[-1, 16]),
             ],
             outputs: vec![io("OUTPUT0", DataType::Int32, &[-1, 16])],
+            defaulted_inputs: vec![io("BIAS", DataType::Int32, &[-1, 16])],
         }
     }
 
@@ -495,6 +506,25 @@ mod tests {
                 .unwrap_err()
                 .contains("no variable first")
         );
+    }
+
+    #[test]
+    fn initializers_with_defaults_are_inputs_only_where_named() {
+        let mut c = parse_text("max_batch_size: 8").unwrap();
+        complete(&mut c, &sig(), "m", 1, 4).unwrap();
+        assert!(c.input.iter().all(|i| i.name != "BIAS"), "never added on its own");
+
+        let mut c =
+            parse_text(r#"max_batch_size: 8 input [{ name: "BIAS" data_type: TYPE_INT32 dims: [16] optional: true }]"#)
+                .unwrap();
+        complete(&mut c, &sig(), "m", 1, 4).unwrap();
+        let names: Vec<&str> = c.input.iter().map(|i| i.name.as_str()).collect();
+        assert_eq!(names, ["BIAS", "INPUT0", "INPUT1"]);
+        assert!(c.input[0].optional);
+
+        let mut c =
+            parse_text(r#"max_batch_size: 8 input [{ name: "BIAS" data_type: TYPE_FP32 dims: [16] }]"#).unwrap();
+        assert!(complete(&mut c, &sig(), "m", 1, 4).unwrap_err().contains("TYPE_FP32"));
     }
 
     #[test]
