@@ -29,7 +29,8 @@
 //! - `trace_id` is present only when known.
 //! - `data` is a flat row-major array as in the V2 JSON protocol. FP16 and BF16
 //!   are widened to numbers; non-finite floats become `null` (JSON has no NaN);
-//!   BYTES elements are strings when valid UTF-8, else `{"b64":"<standard base64>"}`.
+//!   BYTES elements are strings, invalid UTF-8 replaced by U+FFFD (the rule of
+//!   [`crate::tensor::json`]; hash an input to keep a trace of exact bytes).
 //! - A hashed input carries `"sha256"` (lowercase hex of its raw bytes: fixed-size
 //!   types as little-endian bytes, BYTES as the protocol's 4-byte little-endian
 //!   length prefix + bytes per element) instead of `data`; a dropped input is absent.
@@ -50,24 +51,20 @@ mod json;
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
-use metrics::{counter, describe_counter};
+use metrics::counter;
 use switchyard_proto::inference::ModelConfig;
 
 use crate::error::ErrorKind;
-use crate::metrics::Protocol;
+use crate::metrics::{PREDLOG_DROPPED, PREDLOG_RECORDS, Protocol};
 use crate::tensor::Tensor;
+use crate::util::drain;
 
 pub use json::rfc3339_micros;
-
-/// Counter: records handed to a sink successfully, by `sink` (`file`, `http`).
-pub const RECORDS_TOTAL: &str = "switchyard_prediction_log_records_total";
-/// Counter: records not logged, by `reason` (`queue_full`, `sink_error`).
-pub const DROPPED_TOTAL: &str = "switchyard_prediction_log_dropped_total";
 
 /// How long written records may stay in the file sink's buffer.
 const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
@@ -76,18 +73,6 @@ const WARN_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Prefix of the parameters in `config.pbtxt` that configure a model's log.
 pub const PARAMETER_PREFIX: &str = "prediction_log.";
-
-/// Describes the prediction-log metrics to the installed recorder.
-pub fn describe_metrics() {
-    describe_counter!(
-        RECORDS_TOTAL,
-        "Prediction-log records handed to a sink, by sink (file, http)."
-    );
-    describe_counter!(
-        DROPPED_TOTAL,
-        "Prediction-log records not logged: queue_full (sink queue full), sink_error (write or delivery failed)."
-    );
-}
 
 /// Server-wide settings of the prediction log.
 #[derive(Debug, Clone)]
@@ -269,12 +254,12 @@ pub(crate) struct Stats {
 impl Stats {
     pub(crate) fn wrote(&self, sink: &'static str) {
         self.written.fetch_add(1, Ordering::Relaxed);
-        counter!(RECORDS_TOTAL, "sink" => sink).increment(1);
+        counter!(PREDLOG_RECORDS, "sink" => sink).increment(1);
     }
 
     pub(crate) fn drop_one(&self, reason: &'static str) {
         self.dropped.fetch_add(1, Ordering::Relaxed);
-        counter!(DROPPED_TOTAL, "reason" => reason).increment(1);
+        counter!(PREDLOG_DROPPED, "reason" => reason).increment(1);
     }
 }
 
@@ -362,7 +347,6 @@ impl PredictionLog {
     /// inside or outside a tokio runtime. Settings without any sink give a
     /// disabled log.
     pub fn start(settings: PredictionLogSettings) -> anyhow::Result<PredictionLog> {
-        describe_metrics();
         anyhow::ensure!(
             settings.queue_capacity > 0,
             "prediction log queue capacity must be at least 1"
@@ -538,7 +522,7 @@ fn spawn_sink<S: Sink>(
 /// A sink thread: handles records in order, flushes when idle for
 /// [`FLUSH_INTERVAL`] after a write and whenever `flush()` waits, and exits
 /// once every sender is gone and the queue is drained.
-fn run_sink<S: Sink>(mut sink: S, rx: Receiver<Msg>, progress: &Progress) {
+fn run_sink<S: Sink>(sink: S, rx: Receiver<Msg>, progress: &Progress) {
     struct Exit<'a>(&'a Progress);
     impl Drop for Exit<'_> {
         fn drop(&mut self) {
@@ -548,73 +532,60 @@ fn run_sink<S: Sink>(mut sink: S, rx: Receiver<Msg>, progress: &Progress) {
         }
     }
     let _exit = Exit(progress);
-    let mut handled: u64 = 0;
-    let mut published: u64 = 0;
-    let mut dirty = false;
-    let mut last_flush = Instant::now();
-    let mut last_record = Instant::now().checked_sub(ACTIVE_LINGER).unwrap_or_else(Instant::now);
-    loop {
-        // While records flow, drain the queue every DRAIN_INTERVAL instead of
-        // blocking on it: a blocked receiver is woken by every submit (a futex
-        // call on the request path and a context switch per record); a
-        // sleeping one is never woken. Idle, it blocks until the next record.
-        let active = last_record.elapsed() < ACTIVE_LINGER;
-        let first = if active {
-            std::thread::sleep(DRAIN_INTERVAL);
-            None
-        } else {
-            let wait = if dirty {
-                FLUSH_INTERVAL.saturating_sub(last_flush.elapsed())
-            } else {
-                Duration::from_secs(3600)
-            };
-            Some(rx.recv_timeout(wait))
-        };
-        let mut disconnected = false;
-        let mut take = |msg: Result<Msg, RecvTimeoutError>| match msg {
-            Ok(Msg::Job(job)) => {
-                sink.handle(&job);
-                handled += 1;
-                dirty = true;
-                last_record = Instant::now();
-                true
-            }
-            Ok(Msg::Wake) => true,
-            Err(RecvTimeoutError::Timeout) => false,
-            Err(RecvTimeoutError::Disconnected) => {
-                disconnected = true;
-                false
-            }
-        };
-        let mut more = first.is_none_or(&mut take);
-        while more {
-            more = take(rx.try_recv().map_err(|e| match e {
-                TryRecvError::Empty => RecvTimeoutError::Timeout,
-                TryRecvError::Disconnected => RecvTimeoutError::Disconnected,
-            }));
-        }
-        let flush_waits = progress.wanted.load(Ordering::SeqCst) > published;
-        if disconnected || flush_waits || (dirty && last_flush.elapsed() >= FLUSH_INTERVAL) {
-            if dirty {
-                sink.flush();
-                dirty = false;
-            }
-            last_flush = Instant::now();
-            published = handled;
-            let mut done = progress.done.lock().unwrap_or_else(|e| e.into_inner());
-            *done = handled;
-            progress.changed.notify_all();
-        }
-        if disconnected {
-            return;
-        }
-    }
+    let mut state = SinkLoop {
+        sink,
+        progress,
+        handled: 0,
+        published: 0,
+        dirty: false,
+        last_flush: Instant::now(),
+    };
+    drain::run(&rx, drain::Pace::DEFAULT, &mut state);
 }
 
-/// How long a sink thread keeps polling after the last record.
-const ACTIVE_LINGER: Duration = Duration::from_secs(1);
-/// Polling period of a sink thread while records flow.
-const DRAIN_INTERVAL: Duration = Duration::from_millis(5);
+/// A sink thread's state between passes over its queue.
+struct SinkLoop<'a, S> {
+    sink: S,
+    progress: &'a Progress,
+    /// Records handled so far.
+    handled: u64,
+    /// `handled` at the last flush, as published to `progress.done`.
+    published: u64,
+    /// Records handled since the last flush.
+    dirty: bool,
+    last_flush: Instant,
+}
+
+impl<S: Sink> drain::Drain<Msg> for SinkLoop<'_, S> {
+    fn item(&mut self, msg: Msg) -> bool {
+        match msg {
+            Msg::Job(job) => {
+                self.sink.handle(&job);
+                self.handled += 1;
+                self.dirty = true;
+                true
+            }
+            Msg::Wake => false,
+        }
+    }
+
+    fn pass(&mut self, closing: bool) -> Option<Duration> {
+        let flush_waits = self.progress.wanted.load(Ordering::SeqCst) > self.published;
+        if closing || flush_waits || (self.dirty && self.last_flush.elapsed() >= FLUSH_INTERVAL) {
+            if self.dirty {
+                self.sink.flush();
+                self.dirty = false;
+            }
+            self.last_flush = Instant::now();
+            self.published = self.handled;
+            let mut done = self.progress.done.lock().unwrap_or_else(|e| e.into_inner());
+            *done = self.handled;
+            self.progress.changed.notify_all();
+        }
+        self.dirty
+            .then(|| FLUSH_INTERVAL.saturating_sub(self.last_flush.elapsed()))
+    }
+}
 
 thread_local! {
     static RNG: std::cell::Cell<u64> = std::cell::Cell::new(seed());
