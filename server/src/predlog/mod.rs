@@ -47,22 +47,23 @@
 mod file;
 pub mod http;
 mod json;
+mod sink;
 
 use std::collections::HashSet;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::TrySendError;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
-use metrics::counter;
 use switchyard_proto::inference::ModelConfig;
 
 use crate::error::ErrorKind;
-use crate::metrics::{PREDLOG_DROPPED, PREDLOG_RECORDS, Protocol};
+use crate::metrics::Protocol;
 use crate::tensor::Tensor;
-use crate::util::drain;
+use sink::{Msg, SinkHandle, spawn_sink};
+pub(crate) use sink::{Sink, Stats, Warner};
 
 pub use json::rfc3339_micros;
 
@@ -244,83 +245,6 @@ pub(crate) struct Job {
     pub(crate) hash_inputs: Vec<String>,
 }
 
-/// Shared counters, also readable through [`PredictionLog::dropped`] / [`PredictionLog::written`].
-#[derive(Default)]
-pub(crate) struct Stats {
-    pub(crate) written: AtomicU64,
-    pub(crate) dropped: AtomicU64,
-}
-
-impl Stats {
-    pub(crate) fn wrote(&self, sink: &'static str) {
-        self.written.fetch_add(1, Ordering::Relaxed);
-        counter!(PREDLOG_RECORDS, "sink" => sink).increment(1);
-    }
-
-    pub(crate) fn drop_one(&self, reason: &'static str) {
-        self.dropped.fetch_add(1, Ordering::Relaxed);
-        counter!(PREDLOG_DROPPED, "reason" => reason).increment(1);
-    }
-}
-
-/// Warns at most once per [`WARN_INTERVAL`], counting what it kept quiet about.
-pub(crate) struct Warner {
-    sink: &'static str,
-    last: Option<Instant>,
-    suppressed: u64,
-}
-
-impl Warner {
-    pub(crate) fn new(sink: &'static str) -> Self {
-        Warner {
-            sink,
-            last: None,
-            suppressed: 0,
-        }
-    }
-
-    pub(crate) fn warn(&mut self, error: &dyn std::fmt::Display) {
-        if self.last.is_some_and(|t| t.elapsed() < WARN_INTERVAL) {
-            self.suppressed += 1;
-            return;
-        }
-        tracing::warn!(sink = self.sink, %error, suppressed = self.suppressed, "prediction log: record dropped");
-        self.last = Some(Instant::now());
-        self.suppressed = 0;
-    }
-}
-
-/// What a sink's thread does with records.
-pub(crate) trait Sink: Send + 'static {
-    /// Writes or delivers one record, counting it as written or dropped.
-    fn handle(&mut self, job: &Job);
-    /// Pushes buffered records out.
-    fn flush(&mut self);
-}
-
-enum Msg {
-    Job(Arc<Job>),
-    Wake,
-}
-
-/// Progress of one sink, shared between its thread and `flush()`.
-struct Progress {
-    /// Records handled (written or dropped) and flushed.
-    done: Mutex<u64>,
-    changed: Condvar,
-    /// Highest record count a `flush()` waits for.
-    wanted: AtomicU64,
-    /// Records accepted into the queue.
-    accepted: AtomicU64,
-    /// Whether the thread is still running.
-    alive: AtomicBool,
-}
-
-struct SinkHandle {
-    tx: SyncSender<Msg>,
-    progress: Arc<Progress>,
-}
-
 struct Inner {
     sinks: Vec<SinkHandle>,
     stats: Arc<Stats>,
@@ -475,115 +399,6 @@ impl PredictionLog {
             all &= *done >= target;
         }
         all
-    }
-}
-
-fn spawn_sink<S: Sink>(
-    name: &'static str,
-    capacity: usize,
-    low_priority: bool,
-    make: impl FnOnce() -> anyhow::Result<S> + Send + 'static,
-) -> anyhow::Result<SinkHandle> {
-    let (tx, rx) = mpsc::sync_channel(capacity);
-    let progress = Arc::new(Progress {
-        done: Mutex::new(0),
-        changed: Condvar::new(),
-        wanted: AtomicU64::new(0),
-        accepted: AtomicU64::new(0),
-        alive: AtomicBool::new(true),
-    });
-    let p = progress.clone();
-    let (ready_tx, ready_rx) = mpsc::sync_channel(1);
-    std::thread::Builder::new()
-        .name(format!("predlog-{name}"))
-        .spawn(move || {
-            if low_priority {
-                crate::background_priority("prediction log");
-            }
-            match make() {
-                Ok(sink) => {
-                    let _ = ready_tx.send(Ok(()));
-                    run_sink(sink, rx, &p);
-                }
-                Err(e) => {
-                    p.alive.store(false, Ordering::SeqCst);
-                    let _ = ready_tx.send(Err(e));
-                }
-            }
-        })
-        .context("cannot start a prediction log thread")?;
-    ready_rx
-        .recv()
-        .context("the prediction log thread exited at start")?
-        .with_context(|| format!("cannot start the prediction log's {name} sink"))?;
-    Ok(SinkHandle { tx, progress })
-}
-
-/// A sink thread: handles records in order, flushes when idle for
-/// [`FLUSH_INTERVAL`] after a write and whenever `flush()` waits, and exits
-/// once every sender is gone and the queue is drained.
-fn run_sink<S: Sink>(sink: S, rx: Receiver<Msg>, progress: &Progress) {
-    struct Exit<'a>(&'a Progress);
-    impl Drop for Exit<'_> {
-        fn drop(&mut self) {
-            self.0.alive.store(false, Ordering::SeqCst);
-            let _guard = self.0.done.lock();
-            self.0.changed.notify_all();
-        }
-    }
-    let _exit = Exit(progress);
-    let mut state = SinkLoop {
-        sink,
-        progress,
-        handled: 0,
-        published: 0,
-        dirty: false,
-        last_flush: Instant::now(),
-    };
-    drain::run(&rx, drain::Pace::DEFAULT, &mut state);
-}
-
-/// A sink thread's state between passes over its queue.
-struct SinkLoop<'a, S> {
-    sink: S,
-    progress: &'a Progress,
-    /// Records handled so far.
-    handled: u64,
-    /// `handled` at the last flush, as published to `progress.done`.
-    published: u64,
-    /// Records handled since the last flush.
-    dirty: bool,
-    last_flush: Instant,
-}
-
-impl<S: Sink> drain::Drain<Msg> for SinkLoop<'_, S> {
-    fn item(&mut self, msg: Msg) -> bool {
-        match msg {
-            Msg::Job(job) => {
-                self.sink.handle(&job);
-                self.handled += 1;
-                self.dirty = true;
-                true
-            }
-            Msg::Wake => false,
-        }
-    }
-
-    fn pass(&mut self, closing: bool) -> Option<Duration> {
-        let flush_waits = self.progress.wanted.load(Ordering::SeqCst) > self.published;
-        if closing || flush_waits || (self.dirty && self.last_flush.elapsed() >= FLUSH_INTERVAL) {
-            if self.dirty {
-                self.sink.flush();
-                self.dirty = false;
-            }
-            self.last_flush = Instant::now();
-            self.published = self.handled;
-            let mut done = self.progress.done.lock().unwrap_or_else(|e| e.into_inner());
-            *done = self.handled;
-            self.progress.changed.notify_all();
-        }
-        self.dirty
-            .then(|| FLUSH_INTERVAL.saturating_sub(self.last_flush.elapsed()))
     }
 }
 
