@@ -64,7 +64,9 @@ fn bucket_bounds(given: &[f64], default: &[f64]) -> Vec<f64> {
     if b.is_empty() { default.to_vec() } else { b }
 }
 
-/// The settings the recorder was installed with (first install wins).
+/// The settings the recorder was installed with: written once, by the first
+/// [`install_with`]; read by the handle constructors (whether Triton's names
+/// are registered) and by [`describe_all`].
 static SETTINGS: OnceLock<MetricsSettings> = OnceLock::new();
 
 /// Whether Triton's names are exported (false before any install).
