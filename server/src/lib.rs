@@ -35,6 +35,7 @@ pub mod service;
 pub mod stats;
 pub mod tensor;
 pub mod trace;
+pub mod util;
 pub mod validate;
 
 use std::collections::BTreeMap;

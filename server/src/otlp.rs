@@ -3,27 +3,27 @@
 //! (else a new trace), with the request's phases and batch as attributes.
 //! Spans go through a bounded queue to one exporter thread that posts them in
 //! batches as OTLP/HTTP JSON to `<endpoint>/v1/traces` (any OpenTelemetry
-//! Collector, Jaeger, Tempo). A full queue or a failed post drops spans and
+//! Collector, Jaeger, Tempo): a full batch at once, a partial one
+//! [`INTERVAL`] after the last post. Idle, the thread blocks on the queue
+//! ([`crate::util::drain`]). A full queue or a failed post drops spans and
 //! counts them (`switchyard_otlp_dropped_spans_total`); requests never wait.
 
-use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
+use crate::metrics::{OTLP_DROPPED as DROPPED, OTLP_EXPORTED as EXPORTED};
 use crate::trace::TraceContext;
-
-/// Spans dropped (queue full or export failed), by reason.
-pub const DROPPED: &str = "switchyard_otlp_dropped_spans_total";
-/// Spans exported.
-pub const EXPORTED: &str = "switchyard_otlp_exported_spans_total";
+use crate::util::drain;
+use crate::util::hex;
 
 /// Spans waiting for export at most.
 const QUEUE: usize = 8192;
 /// Spans per post at most.
 const BATCH: usize = 512;
-/// How often a partial batch is posted.
-const INTERVAL: Duration = Duration::from_millis(500);
+/// How long a partial batch waits at most after the last post.
+pub const INTERVAL: Duration = Duration::from_millis(500);
 
 /// One finished request span.
 #[derive(Debug, Clone)]
@@ -68,8 +68,6 @@ impl Exporter {
         } else {
             format!("{base}/v1/traces")
         };
-        metrics::describe_counter!(DROPPED, "Trace spans not exported: queue_full or export_failed.");
-        metrics::describe_counter!(EXPORTED, "Trace spans exported over OTLP.");
         let (tx, rx) = mpsc::sync_channel(QUEUE);
         let service = service_name.to_string();
         std::thread::Builder::new()
@@ -107,58 +105,83 @@ fn run(rx: Receiver<SpanData>, url: &str, service: &str, builder: reqwest::Clien
             return;
         }
     };
-    let mut batch = Vec::with_capacity(BATCH);
-    let mut last_post = Instant::now();
-    let mut last_warning: Option<Instant> = None;
-    loop {
-        // Drain in ticks (a sleeping exporter is never woken by a request).
-        let mut disconnected = false;
-        while batch.len() < BATCH {
-            match rx.try_recv() {
-                Ok(span) => batch.push(span),
-                Err(TryRecvError::Empty) => break,
-                Err(TryRecvError::Disconnected) => {
-                    disconnected = true;
-                    break;
+    let mut poster = Poster {
+        runtime,
+        client,
+        url,
+        service,
+        batch: Vec::with_capacity(BATCH),
+        last_post: Instant::now(),
+        last_warning: None,
+    };
+    drain::run(&rx, PACE, &mut poster);
+}
+
+/// Pace of the exporter thread while spans flow; idle, it blocks on the queue.
+const PACE: drain::Pace = drain::Pace {
+    tick: Duration::from_millis(20),
+    linger: Duration::from_secs(1),
+};
+
+/// The exporter thread's state: the batch being filled and the client posting it.
+struct Poster<'a> {
+    runtime: tokio::runtime::Runtime,
+    client: reqwest::Client,
+    url: &'a str,
+    service: &'a str,
+    batch: Vec<SpanData>,
+    last_post: Instant,
+    last_warning: Option<Instant>,
+}
+
+impl Poster<'_> {
+    fn post(&mut self) {
+        let n = self.batch.len() as u64;
+        let body = encode(&self.batch, self.service);
+        self.batch.clear();
+        self.last_post = Instant::now();
+        let (client, url) = (&self.client, self.url);
+        let result = self.runtime.block_on(async {
+            let r = client.post(url).json(&body).send().await?;
+            r.error_for_status().map(drop)
+        });
+        match result {
+            Ok(()) => metrics::counter!(EXPORTED).increment(n),
+            Err(e) => {
+                metrics::counter!(DROPPED, "reason" => "export_failed").increment(n);
+                if self.last_warning.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
+                    tracing::warn!(error = %e, url, spans = n, "OTLP export failed; spans dropped");
+                    self.last_warning = Some(Instant::now());
                 }
             }
         }
-        let due = batch.len() >= BATCH || (!batch.is_empty() && (last_post.elapsed() >= INTERVAL || disconnected));
-        if due {
-            let n = batch.len() as u64;
-            let body = encode(&batch, service);
-            batch.clear();
-            last_post = Instant::now();
-            let result = runtime.block_on(async {
-                let r = client.post(url).json(&body).send().await?;
-                r.error_for_status().map(drop)
-            });
-            match result {
-                Ok(()) => metrics::counter!(EXPORTED).increment(n),
-                Err(e) => {
-                    metrics::counter!(DROPPED, "reason" => "export_failed").increment(n);
-                    if last_warning.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
-                        tracing::warn!(error = %e, url, spans = n, "OTLP export failed; spans dropped");
-                        last_warning = Some(Instant::now());
-                    }
-                }
-            }
+    }
+}
+
+impl drain::Drain<SpanData> for Poster<'_> {
+    fn item(&mut self, span: SpanData) -> bool {
+        self.batch.push(span);
+        if self.batch.len() >= BATCH {
+            self.post();
         }
-        if disconnected && batch.is_empty() {
-            return;
+        true
+    }
+
+    fn pass(&mut self, closing: bool) -> Option<Duration> {
+        if self.batch.is_empty() {
+            return None;
         }
-        if batch.len() < BATCH {
-            std::thread::sleep(Duration::from_millis(20));
+        if closing || self.last_post.elapsed() >= INTERVAL {
+            self.post();
+            return None;
         }
+        // A partial batch waits at most INTERVAL after the last post.
+        Some(INTERVAL.saturating_sub(self.last_post.elapsed()))
     }
 }
 
 fn nanos(t: SystemTime) -> String {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos()).to_string()
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The OTLP/HTTP JSON body (ids in hex, times as decimal strings, as the

@@ -7,6 +7,8 @@
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::util::{hex, hex_to};
+
 /// The header / metadata key.
 pub const TRACEPARENT: &str = "traceparent";
 
@@ -19,21 +21,6 @@ pub struct TraceContext {
     pub span_id: [u8; 8],
     /// Trace flags (bit 0: sampled).
     pub flags: u8,
-}
-
-fn hex_to<const N: usize>(s: &str) -> Option<[u8; N]> {
-    if s.len() != 2 * N || !s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
-        return None;
-    }
-    let mut out = [0u8; N];
-    for (i, o) in out.iter_mut().enumerate() {
-        *o = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok()?;
-    }
-    Some(out)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl TraceContext {

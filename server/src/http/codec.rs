@@ -1,14 +1,11 @@
-//! KServe V2 JSON bodies and Triton's binary tensor data extension, in both
-//! directions. JSON tensor data is parsed straight into typed little-endian
-//! buffers (no intermediate `Value` per element); binary data is sliced out
-//! of the body without copying.
+//! HTTP inference bodies: the KServe V2 request and response JSON and
+//! Triton's binary tensor data extension, in both directions. Tensor `data`
+//! in JSON is read and written by [`crate::tensor::json`] (its BYTES rule
+//! applies); binary data is sliced out of the body without copying.
 
-use std::fmt;
 use std::time::Instant;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use serde::de::{self, DeserializeSeed, Deserializer, SeqAccess, Visitor};
-use serde::ser::{SerializeSeq, Serializer};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
@@ -17,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::metrics::Protocol;
 use crate::service::{InferRequest, InferResponse, Param};
 use crate::tensor::{
-    DataType, Tensor, TensorData, bound_message, decode_bytes_elements, echo, echo_shape, element_count,
+    DataType, Tensor, TensorData, bound_message, decode_bytes_elements, echo, echo_shape, element_count, json,
 };
 
 #[derive(Deserialize)]
@@ -142,7 +139,7 @@ pub fn decode_request(
                     }
                 }
             }
-            (None, Some(raw)) => parse_json_data(raw, datatype, count, &name)?,
+            (None, Some(raw)) => json::parse_data(raw, datatype, count, &name)?,
             (None, None) => {
                 return Err(Error::invalid(format!(
                     "input '{name}' has neither 'data' nor binary_data_size"
@@ -239,219 +236,6 @@ fn convert_params(params: Option<&Map<String, Value>>) -> Result<Vec<(String, Pa
         .collect()
 }
 
-/// Parses a flat or nested JSON array of `count` elements of `datatype`.
-/// FP16 and BF16 elements are JSON numbers, rounded to the nearest value of
-/// the type (beyond its range: ±infinity, as IEEE rounding has it).
-fn parse_json_data(raw: &RawValue, datatype: DataType, count: usize, name: &str) -> Result<TensorData> {
-    // Each JSON element takes at least two bytes ("0,"): the allocation is
-    // bounded by what the client actually sent, not by the shape it declared.
-    let bound = count.min(raw.get().len() / 2 + 1);
-    let mut sink = Sink {
-        datatype,
-        expected: count,
-        seen: 0,
-        fixed: Vec::with_capacity(bound * datatype.size().unwrap_or(0)),
-        strings: Vec::new(),
-    };
-    let mut de = serde_json::Deserializer::from_str(raw.get());
-    (&mut sink)
-        .deserialize(&mut de)
-        .map_err(|e| Error::invalid(bound_message(format!("input '{name}': {e}"))))?;
-    if sink.seen != count {
-        return Err(Error::invalid(format!(
-            "input '{name}': 'data' has {} elements but the shape holds {count}",
-            sink.seen
-        )));
-    }
-    Ok(match datatype {
-        DataType::Bytes => TensorData::Bytes(sink.strings),
-        _ => TensorData::Fixed(Bytes::from(sink.fixed)),
-    })
-}
-
-struct Sink {
-    datatype: DataType,
-    expected: usize,
-    seen: usize,
-    fixed: Vec<u8>,
-    strings: Vec<Bytes>,
-}
-
-impl Sink {
-    fn admit<E: de::Error>(&mut self) -> Result<(), E> {
-        if self.seen == self.expected {
-            return Err(E::custom(format!(
-                "'data' has more elements than the shape holds ({})",
-                self.expected
-            )));
-        }
-        self.seen += 1;
-        Ok(())
-    }
-
-    fn push_int<E: de::Error>(&mut self, v: i128) -> Result<(), E> {
-        self.admit()?;
-        let dt = self.datatype;
-        let range = |lo: i128, hi: i128| {
-            if v < lo || v > hi {
-                Err(E::custom(format!("{v} is out of range for {}", dt.as_str())))
-            } else {
-                Ok(())
-            }
-        };
-        let out = &mut self.fixed;
-        match dt {
-            DataType::Uint8 => range(0, u8::MAX as i128).map(|_| out.put_u8(v as u8)),
-            DataType::Uint16 => range(0, u16::MAX as i128).map(|_| out.put_u16_le(v as u16)),
-            DataType::Uint32 => range(0, u32::MAX as i128).map(|_| out.put_u32_le(v as u32)),
-            DataType::Uint64 => range(0, u64::MAX as i128).map(|_| out.put_u64_le(v as u64)),
-            DataType::Int8 => range(i8::MIN as i128, i8::MAX as i128).map(|_| out.put_i8(v as i8)),
-            DataType::Int16 => range(i16::MIN as i128, i16::MAX as i128).map(|_| out.put_i16_le(v as i16)),
-            DataType::Int32 => range(i32::MIN as i128, i32::MAX as i128).map(|_| out.put_i32_le(v as i32)),
-            DataType::Int64 => range(i64::MIN as i128, i64::MAX as i128).map(|_| out.put_i64_le(v as i64)),
-            DataType::Fp32 => {
-                out.put_f32_le(v as f32);
-                Ok(())
-            }
-            DataType::Fp64 => {
-                out.put_f64_le(v as f64);
-                Ok(())
-            }
-            DataType::Fp16 | DataType::Bf16 => {
-                put_half(out, dt, int_to_f64_odd(v));
-                Ok(())
-            }
-            _ => Err(E::custom(format!("expected {} elements, found a number", dt.as_str()))),
-        }
-    }
-}
-
-/// Appends `v` as FP16 or BF16, rounded to nearest (ties to even). `v` must
-/// carry at most 21 significant bits, rounded to odd ([`round_to_odd`],
-/// [`int_to_f64_odd`]): rounding that once more to 11 (FP16) or 8 (BF16) bits
-/// gives the value nearest to the original number, whichever way `half`
-/// converts (through f32 in hardware, or from the top 32 bits of the f64).
-fn put_half(out: &mut Vec<u8>, datatype: DataType, v: f64) {
-    match datatype {
-        DataType::Fp16 => out.put_u16_le(half::f16::from_f64(v).to_bits()),
-        _ => out.put_u16_le(half::bf16::from_f64(v).to_bits()),
-    }
-}
-
-/// Bits of an f64 below its 21 most significant ones.
-const BELOW_21_BITS: u64 = (1 << 32) - 1;
-
-/// `v` rounded to odd at 21 significant bits: cut the lower mantissa bits and,
-/// when any was set, set the last bit kept. Infinities and NaN keep their class.
-fn round_to_odd(v: f64) -> f64 {
-    let bits = v.to_bits();
-    if bits & BELOW_21_BITS == 0 {
-        v
-    } else {
-        f64::from_bits((bits & !BELOW_21_BITS) | (BELOW_21_BITS + 1))
-    }
-}
-
-/// An integer as an f64 rounded to odd at 21 significant bits (exact up to 2^21).
-fn int_to_f64_odd(v: i128) -> f64 {
-    let m = v.unsigned_abs();
-    let bits = 128 - m.leading_zeros();
-    let r = if bits <= 21 {
-        m as f64
-    } else {
-        let shift = bits - 21;
-        let mut q = m >> shift;
-        if m & ((1u128 << shift) - 1) != 0 {
-            q |= 1;
-        }
-        // q < 2^21 and the scale is a power of two: both exact.
-        q as f64 * f64::from_bits(u64::from(1023 + shift) << 52)
-    };
-    if v < 0 { -r } else { r }
-}
-
-impl<'de> DeserializeSeed<'de> for &mut Sink {
-    type Value = ();
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
-        deserializer.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for &mut Sink {
-    type Value = ();
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "a flat or nested array of {} values", self.datatype.as_str())
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while seq.next_element_seed(&mut *self)?.is_some() {}
-        Ok(())
-    }
-
-    fn visit_bool<E: de::Error>(self, v: bool) -> Result<(), E> {
-        if self.datatype != DataType::Bool {
-            return Err(E::custom(format!(
-                "expected {} elements, found a boolean",
-                self.datatype.as_str()
-            )));
-        }
-        self.admit()?;
-        self.fixed.push(u8::from(v));
-        Ok(())
-    }
-
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<(), E> {
-        self.push_int(v as i128)
-    }
-
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<(), E> {
-        self.push_int(v as i128)
-    }
-
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<(), E> {
-        match self.datatype {
-            DataType::Fp32 => {
-                self.admit()?;
-                self.fixed.put_f32_le(v as f32);
-                Ok(())
-            }
-            DataType::Fp64 => {
-                self.admit()?;
-                self.fixed.put_f64_le(v);
-                Ok(())
-            }
-            dt @ (DataType::Fp16 | DataType::Bf16) => {
-                self.admit()?;
-                put_half(&mut self.fixed, dt, round_to_odd(v));
-                Ok(())
-            }
-            dt if v.fract() == 0.0 && v.abs() < 1.8e19 => {
-                if dt == DataType::Bool || dt == DataType::Bytes {
-                    return Err(E::custom(format!("expected {} elements, found a number", dt.as_str())));
-                }
-                self.push_int(v as i128)
-            }
-            dt => Err(E::custom(format!(
-                "{v} is not an integer, as {} elements must be",
-                dt.as_str()
-            ))),
-        }
-    }
-
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
-        if self.datatype != DataType::Bytes {
-            return Err(E::custom(format!(
-                "expected {} elements, found a string",
-                self.datatype.as_str()
-            )));
-        }
-        self.admit()?;
-        self.strings.push(Bytes::copy_from_slice(v.as_bytes()));
-        Ok(())
-    }
-}
-
 #[derive(Serialize)]
 struct ResponseJson<'a> {
     model_name: &'a str,
@@ -469,63 +253,12 @@ struct OutputOut<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     parameters: Option<BinaryParams>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    data: Option<JsonData<'a>>,
+    data: Option<json::Data<'a>>,
 }
 
 #[derive(Serialize)]
 struct BinaryParams {
     binary_data_size: usize,
-}
-
-/// Serializes tensor data as a flat JSON array straight from its bytes.
-struct JsonData<'a>(&'a Tensor);
-
-impl Serialize for JsonData<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let t = self.0;
-        let mut seq = s.serialize_seq(Some(t.data_elements()))?;
-        match &t.data {
-            TensorData::Bytes(elements) => {
-                for e in elements {
-                    seq.serialize_element(&String::from_utf8_lossy(e))?;
-                }
-            }
-            TensorData::Fixed(b) => serialize_fixed(&mut seq, t.datatype, b)?,
-        }
-        seq.end()
-    }
-}
-
-/// Appends the elements of a fixed-size buffer to a JSON sequence as numbers
-/// (booleans as `true`/`false`, FP16/BF16 widened to f32, which prints the
-/// shortest decimal that reads back as the same value), straight from the
-/// little-endian bytes. BYTES buffers add nothing here: callers handle them.
-pub(crate) fn serialize_fixed<S: SerializeSeq>(seq: &mut S, datatype: DataType, b: &[u8]) -> Result<(), S::Error> {
-    macro_rules! each {
-        ($n:literal, $conv:expr) => {
-            for c in b.chunks_exact($n) {
-                let arr: [u8; $n] = c.try_into().expect("chunks_exact yields full chunks");
-                seq.serialize_element(&$conv(arr))?;
-            }
-        };
-    }
-    match datatype {
-        DataType::Bool => each!(1, |a: [u8; 1]| a[0] != 0),
-        DataType::Uint8 => each!(1, u8::from_le_bytes),
-        DataType::Int8 => each!(1, i8::from_le_bytes),
-        DataType::Uint16 => each!(2, u16::from_le_bytes),
-        DataType::Int16 => each!(2, i16::from_le_bytes),
-        DataType::Fp16 => each!(2, |a| half::f16::from_le_bytes(a).to_f32()),
-        DataType::Bf16 => each!(2, |a| half::bf16::from_le_bytes(a).to_f32()),
-        DataType::Uint32 => each!(4, u32::from_le_bytes),
-        DataType::Int32 => each!(4, i32::from_le_bytes),
-        DataType::Fp32 => each!(4, f32::from_le_bytes),
-        DataType::Uint64 => each!(8, u64::from_le_bytes),
-        DataType::Int64 => each!(8, i64::from_le_bytes),
-        DataType::Fp64 => each!(8, f64::from_le_bytes),
-        DataType::Bytes => {}
-    }
-    Ok(())
 }
 
 /// An encoded response body and, when it carries binary data, the length of its JSON header.
@@ -570,7 +303,7 @@ pub fn encode_response(resp: &InferResponse, decoded: &OutputFormat) -> Result<E
                     datatype: t.datatype.as_str(),
                     shape: &t.shape,
                     parameters: None,
-                    data: Some(JsonData(t)),
+                    data: Some(json::Data(t)),
                 }
             }
         })

@@ -29,7 +29,6 @@ use crate::repository::files::MAX_SIDE_FILE_BYTES;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -229,11 +228,12 @@ fn read_case(repo: &Repository, path: &Path, model: &str, max_elements: usize) -
 /// stem); the inputs are checked against `max_elements` as a request's are.
 pub fn parse_case(raw: &[u8], name: &str, model: &str, max_elements: usize) -> Result<Case, String> {
     let file: CaseFile = serde_json::from_slice(raw).map_err(|e| bound_message(format!("malformed case: {e}")))?;
-    // The inputs are decoded exactly as an HTTP request's would be.
-    let body = serde_json::to_vec(&serde_json::json!({ "inputs": file.inputs })).map_err(|e| e.to_string())?;
-    let decoded =
-        crate::http::codec::decode_request(Bytes::from(body), None, model, None, max_elements, Instant::now())
-            .map_err(|e| e.message)?;
+    // Inputs are V2 JSON tensors; their decoding does not depend on the model.
+    let _ = model;
+    let inputs = (file.inputs.iter())
+        .map(|v| crate::tensor::json::parse_tensor(v, max_elements))
+        .collect::<crate::error::Result<Vec<_>>>()
+        .map_err(|e| e.message)?;
     let expected = file
         .outputs
         .into_iter()
@@ -280,7 +280,7 @@ pub fn parse_case(raw: &[u8], name: &str, model: &str, max_elements: usize) -> R
     }
     Ok(Case {
         name: name.to_string(),
-        inputs: decoded.request.inputs,
+        inputs,
         expected,
         absolute,
         relative,

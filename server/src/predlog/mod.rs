@@ -29,7 +29,8 @@
 //! - `trace_id` is present only when known.
 //! - `data` is a flat row-major array as in the V2 JSON protocol. FP16 and BF16
 //!   are widened to numbers; non-finite floats become `null` (JSON has no NaN);
-//!   BYTES elements are strings when valid UTF-8, else `{"b64":"<standard base64>"}`.
+//!   BYTES elements are strings, invalid UTF-8 replaced by U+FFFD (the rule of
+//!   [`crate::tensor::json`]; hash an input to keep a trace of exact bytes).
 //! - A hashed input carries `"sha256"` (lowercase hex of its raw bytes: fixed-size
 //!   types as little-endian bytes, BYTES as the protocol's 4-byte little-endian
 //!   length prefix + bytes per element) instead of `data`; a dropped input is absent.
@@ -46,28 +47,25 @@
 mod file;
 pub mod http;
 mod json;
+mod sink;
 
 use std::collections::HashSet;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::TrySendError;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
-use metrics::{counter, describe_counter};
 use switchyard_proto::inference::ModelConfig;
 
 use crate::error::ErrorKind;
 use crate::metrics::Protocol;
 use crate::tensor::Tensor;
+use sink::{Msg, SinkHandle, spawn_sink};
+pub(crate) use sink::{Sink, Stats, Warner};
 
 pub use json::rfc3339_micros;
-
-/// Counter: records handed to a sink successfully, by `sink` (`file`, `http`).
-pub const RECORDS_TOTAL: &str = "switchyard_prediction_log_records_total";
-/// Counter: records not logged, by `reason` (`queue_full`, `sink_error`).
-pub const DROPPED_TOTAL: &str = "switchyard_prediction_log_dropped_total";
 
 /// How long written records may stay in the file sink's buffer.
 const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
@@ -76,18 +74,6 @@ const WARN_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Prefix of the parameters in `config.pbtxt` that configure a model's log.
 pub const PARAMETER_PREFIX: &str = "prediction_log.";
-
-/// Describes the prediction-log metrics to the installed recorder.
-pub fn describe_metrics() {
-    describe_counter!(
-        RECORDS_TOTAL,
-        "Prediction-log records handed to a sink, by sink (file, http)."
-    );
-    describe_counter!(
-        DROPPED_TOTAL,
-        "Prediction-log records not logged: queue_full (sink queue full), sink_error (write or delivery failed)."
-    );
-}
 
 /// Server-wide settings of the prediction log.
 #[derive(Debug, Clone)]
@@ -259,83 +245,6 @@ pub(crate) struct Job {
     pub(crate) hash_inputs: Vec<String>,
 }
 
-/// Shared counters, also readable through [`PredictionLog::dropped`] / [`PredictionLog::written`].
-#[derive(Default)]
-pub(crate) struct Stats {
-    pub(crate) written: AtomicU64,
-    pub(crate) dropped: AtomicU64,
-}
-
-impl Stats {
-    pub(crate) fn wrote(&self, sink: &'static str) {
-        self.written.fetch_add(1, Ordering::Relaxed);
-        counter!(RECORDS_TOTAL, "sink" => sink).increment(1);
-    }
-
-    pub(crate) fn drop_one(&self, reason: &'static str) {
-        self.dropped.fetch_add(1, Ordering::Relaxed);
-        counter!(DROPPED_TOTAL, "reason" => reason).increment(1);
-    }
-}
-
-/// Warns at most once per [`WARN_INTERVAL`], counting what it kept quiet about.
-pub(crate) struct Warner {
-    sink: &'static str,
-    last: Option<Instant>,
-    suppressed: u64,
-}
-
-impl Warner {
-    pub(crate) fn new(sink: &'static str) -> Self {
-        Warner {
-            sink,
-            last: None,
-            suppressed: 0,
-        }
-    }
-
-    pub(crate) fn warn(&mut self, error: &dyn std::fmt::Display) {
-        if self.last.is_some_and(|t| t.elapsed() < WARN_INTERVAL) {
-            self.suppressed += 1;
-            return;
-        }
-        tracing::warn!(sink = self.sink, %error, suppressed = self.suppressed, "prediction log: record dropped");
-        self.last = Some(Instant::now());
-        self.suppressed = 0;
-    }
-}
-
-/// What a sink's thread does with records.
-pub(crate) trait Sink: Send + 'static {
-    /// Writes or delivers one record, counting it as written or dropped.
-    fn handle(&mut self, job: &Job);
-    /// Pushes buffered records out.
-    fn flush(&mut self);
-}
-
-enum Msg {
-    Job(Arc<Job>),
-    Wake,
-}
-
-/// Progress of one sink, shared between its thread and `flush()`.
-struct Progress {
-    /// Records handled (written or dropped) and flushed.
-    done: Mutex<u64>,
-    changed: Condvar,
-    /// Highest record count a `flush()` waits for.
-    wanted: AtomicU64,
-    /// Records accepted into the queue.
-    accepted: AtomicU64,
-    /// Whether the thread is still running.
-    alive: AtomicBool,
-}
-
-struct SinkHandle {
-    tx: SyncSender<Msg>,
-    progress: Arc<Progress>,
-}
-
 struct Inner {
     sinks: Vec<SinkHandle>,
     stats: Arc<Stats>,
@@ -362,7 +271,6 @@ impl PredictionLog {
     /// inside or outside a tokio runtime. Settings without any sink give a
     /// disabled log.
     pub fn start(settings: PredictionLogSettings) -> anyhow::Result<PredictionLog> {
-        describe_metrics();
         anyhow::ensure!(
             settings.queue_capacity > 0,
             "prediction log queue capacity must be at least 1"
@@ -493,128 +401,6 @@ impl PredictionLog {
         all
     }
 }
-
-fn spawn_sink<S: Sink>(
-    name: &'static str,
-    capacity: usize,
-    low_priority: bool,
-    make: impl FnOnce() -> anyhow::Result<S> + Send + 'static,
-) -> anyhow::Result<SinkHandle> {
-    let (tx, rx) = mpsc::sync_channel(capacity);
-    let progress = Arc::new(Progress {
-        done: Mutex::new(0),
-        changed: Condvar::new(),
-        wanted: AtomicU64::new(0),
-        accepted: AtomicU64::new(0),
-        alive: AtomicBool::new(true),
-    });
-    let p = progress.clone();
-    let (ready_tx, ready_rx) = mpsc::sync_channel(1);
-    std::thread::Builder::new()
-        .name(format!("predlog-{name}"))
-        .spawn(move || {
-            if low_priority {
-                crate::background_priority("prediction log");
-            }
-            match make() {
-                Ok(sink) => {
-                    let _ = ready_tx.send(Ok(()));
-                    run_sink(sink, rx, &p);
-                }
-                Err(e) => {
-                    p.alive.store(false, Ordering::SeqCst);
-                    let _ = ready_tx.send(Err(e));
-                }
-            }
-        })
-        .context("cannot start a prediction log thread")?;
-    ready_rx
-        .recv()
-        .context("the prediction log thread exited at start")?
-        .with_context(|| format!("cannot start the prediction log's {name} sink"))?;
-    Ok(SinkHandle { tx, progress })
-}
-
-/// A sink thread: handles records in order, flushes when idle for
-/// [`FLUSH_INTERVAL`] after a write and whenever `flush()` waits, and exits
-/// once every sender is gone and the queue is drained.
-fn run_sink<S: Sink>(mut sink: S, rx: Receiver<Msg>, progress: &Progress) {
-    struct Exit<'a>(&'a Progress);
-    impl Drop for Exit<'_> {
-        fn drop(&mut self) {
-            self.0.alive.store(false, Ordering::SeqCst);
-            let _guard = self.0.done.lock();
-            self.0.changed.notify_all();
-        }
-    }
-    let _exit = Exit(progress);
-    let mut handled: u64 = 0;
-    let mut published: u64 = 0;
-    let mut dirty = false;
-    let mut last_flush = Instant::now();
-    let mut last_record = Instant::now().checked_sub(ACTIVE_LINGER).unwrap_or_else(Instant::now);
-    loop {
-        // While records flow, drain the queue every DRAIN_INTERVAL instead of
-        // blocking on it: a blocked receiver is woken by every submit (a futex
-        // call on the request path and a context switch per record); a
-        // sleeping one is never woken. Idle, it blocks until the next record.
-        let active = last_record.elapsed() < ACTIVE_LINGER;
-        let first = if active {
-            std::thread::sleep(DRAIN_INTERVAL);
-            None
-        } else {
-            let wait = if dirty {
-                FLUSH_INTERVAL.saturating_sub(last_flush.elapsed())
-            } else {
-                Duration::from_secs(3600)
-            };
-            Some(rx.recv_timeout(wait))
-        };
-        let mut disconnected = false;
-        let mut take = |msg: Result<Msg, RecvTimeoutError>| match msg {
-            Ok(Msg::Job(job)) => {
-                sink.handle(&job);
-                handled += 1;
-                dirty = true;
-                last_record = Instant::now();
-                true
-            }
-            Ok(Msg::Wake) => true,
-            Err(RecvTimeoutError::Timeout) => false,
-            Err(RecvTimeoutError::Disconnected) => {
-                disconnected = true;
-                false
-            }
-        };
-        let mut more = first.is_none_or(&mut take);
-        while more {
-            more = take(rx.try_recv().map_err(|e| match e {
-                TryRecvError::Empty => RecvTimeoutError::Timeout,
-                TryRecvError::Disconnected => RecvTimeoutError::Disconnected,
-            }));
-        }
-        let flush_waits = progress.wanted.load(Ordering::SeqCst) > published;
-        if disconnected || flush_waits || (dirty && last_flush.elapsed() >= FLUSH_INTERVAL) {
-            if dirty {
-                sink.flush();
-                dirty = false;
-            }
-            last_flush = Instant::now();
-            published = handled;
-            let mut done = progress.done.lock().unwrap_or_else(|e| e.into_inner());
-            *done = handled;
-            progress.changed.notify_all();
-        }
-        if disconnected {
-            return;
-        }
-    }
-}
-
-/// How long a sink thread keeps polling after the last record.
-const ACTIVE_LINGER: Duration = Duration::from_secs(1);
-/// Polling period of a sink thread while records flow.
-const DRAIN_INTERVAL: Duration = Duration::from_millis(5);
 
 thread_local! {
     static RNG: std::cell::Cell<u64> = std::cell::Cell::new(seed());

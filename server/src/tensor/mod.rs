@@ -1,6 +1,9 @@
 //! Tensors as they cross the server: a datatype, a shape and little-endian
 //! bytes. Frontends decode into this form; the executor concatenates rows of
 //! several requests once into the batch buffer and slices results back.
+//! [`json`] reads and writes their data as V2 JSON.
+
+pub mod json;
 
 use std::borrow::Cow;
 

@@ -1,0 +1,112 @@
+//! Small helpers several modules share: lowercase hex, RFC 3339 timestamps
+//! and the background drain loop ([`drain`]) of the prediction log, drift
+//! and OTLP threads.
+
+pub mod drain;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// `bytes` as lowercase hex, two digits per byte.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 15)]));
+    }
+    s
+}
+
+/// Exactly `2 * N` lowercase hex digits as `N` bytes; `None` for anything
+/// else (uppercase included, as W3C trace context requires).
+pub fn hex_to<const N: usize>(s: &str) -> Option<[u8; N]> {
+    fn digit(c: u8) -> Option<u8> {
+        match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            _ => None,
+        }
+    }
+    let s = s.as_bytes();
+    if s.len() != 2 * N {
+        return None;
+    }
+    let mut out = [0u8; N];
+    for (o, pair) in out.iter_mut().zip(s.chunks_exact(2)) {
+        *o = digit(pair[0])? << 4 | digit(pair[1])?;
+    }
+    Some(out)
+}
+
+/// Fractional digits of an RFC 3339 timestamp.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precision {
+    /// Three digits (`.123Z`).
+    Millis,
+    /// Six digits (`.123456Z`).
+    Micros,
+}
+
+/// `time` in RFC 3339, UTC, e.g. `2025-01-02T03:04:05.123456Z` with
+/// [`Precision::Micros`]. Times before 1970 are clamped to the epoch.
+pub fn rfc3339(time: SystemTime, precision: Precision) -> String {
+    let d = time.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, day) = civil_from_days(days as i64);
+    let (h, min, s) = (rem / 3600, rem % 3600 / 60, rem % 60);
+    match precision {
+        Precision::Millis => format!(
+            "{y:04}-{m:02}-{day:02}T{h:02}:{min:02}:{s:02}.{:03}Z",
+            d.subsec_millis()
+        ),
+        Precision::Micros => format!(
+            "{y:04}-{m:02}-{day:02}T{h:02}:{min:02}:{s:02}.{:06}Z",
+            d.subsec_micros()
+        ),
+    }
+}
+
+/// Year, month and day of the proleptic Gregorian calendar for `z` days
+/// since 1970-01-01 (the era-based days-to-civil conversion).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn hex_round_trips_and_rejects_uppercase() {
+        assert_eq!(hex(&[0x00, 0x0f, 0xab, 0xff]), "000fabff");
+        assert_eq!(hex_to::<4>("000fabff"), Some([0x00, 0x0f, 0xab, 0xff]));
+        assert_eq!(hex_to::<2>("00FF"), None);
+        assert_eq!(hex_to::<2>("00f"), None);
+        assert_eq!(hex_to::<1>("+f"), None);
+        assert_eq!(hex_to::<1>("é"), None);
+    }
+
+    #[test]
+    fn rfc3339_in_both_precisions() {
+        let t = UNIX_EPOCH + Duration::from_micros(1_795_708_800_123_456);
+        assert_eq!(rfc3339(t, Precision::Millis), "2026-11-26T16:00:00.123Z");
+        assert_eq!(rfc3339(t, Precision::Micros), "2026-11-26T16:00:00.123456Z");
+        let leap = UNIX_EPOCH + Duration::from_secs(951_782_400);
+        assert_eq!(rfc3339(leap, Precision::Millis), "2000-02-29T00:00:00.000Z");
+        assert_eq!(
+            rfc3339(UNIX_EPOCH - Duration::from_secs(1), Precision::Micros),
+            "1970-01-01T00:00:00.000000Z"
+        );
+    }
+}
