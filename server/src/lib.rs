@@ -17,6 +17,7 @@
 //!   with one atomic swap; retired versions drain and free themselves.
 //! - `stats` (Triton's ModelStatistics) and `metrics` (Prometheus) observe it all.
 
+pub mod access;
 pub mod batching;
 pub mod config;
 pub mod drift;
@@ -404,7 +405,7 @@ async fn control_plane(
         ControlMode::None | ControlMode::Poll => all(),
     };
     // Models load concurrently; the loader pool bounds how many versions build at once.
-    let startup = Actor::internal("startup");
+    let startup = Actor::Startup;
     let loads = futures::future::join_all(names.iter().map(|name| service.load_now(name, None, &startup)));
     let results = tokio::select! {
         r = loads => r,
@@ -460,7 +461,7 @@ async fn poll_once(service: &Service, repo: &repository::Repository, seen: &mut 
             continue;
         }
         tracing::info!(model = %name, "repository change detected: loading");
-        if let Err(e) = service.load_now(name, None, &Actor::internal("poll")).await {
+        if let Err(e) = service.load_now(name, None, &Actor::Poll).await {
             tracing::error!(model = %name, error = %e, "reload failed");
         }
         seen.insert(name.clone(), src.fingerprint);
@@ -469,7 +470,7 @@ async fn poll_once(service: &Service, repo: &repository::Repository, seen: &mut 
     for name in removed {
         seen.remove(&name);
         if service.registry().get(&name).is_some() {
-            let _ = service.registry().unload(&name, &Actor::internal("poll")).await;
+            let _ = service.registry().unload(&name, &Actor::Poll).await;
         }
     }
 }

@@ -9,11 +9,11 @@ use std::time::{Duration, Instant};
 use switchyard_proto::inference::{ModelConfig, ModelStatistics};
 use tokio::sync::oneshot;
 
+use crate::access::Access;
+use crate::access::admin::{AdminAuth, Caller};
 use crate::batching::{Job, JobOutput, Timings};
 use crate::config::{Config, ControlMode};
 use crate::error::{Error, Result};
-use crate::lifecycle::access::Access;
-use crate::lifecycle::admin::{AdminAuth, Caller};
 use crate::lifecycle::audit::{Actor, Audit, Event};
 use crate::metrics::{self, Protocol};
 use crate::predlog::{PredictionLog, PredictionLogSettings, PredictionRecord};
@@ -414,7 +414,7 @@ impl Service {
     /// Stops routing to every model (at shutdown): in-flight requests finish,
     /// then queues close and executor threads exit.
     pub async fn retire_all(&self) {
-        let actor = Actor::internal("shutdown");
+        let actor = Actor::Shutdown;
         for name in self.inner.registry.snapshot().keys() {
             let _ = self.inner.registry.unload(name, &actor).await;
         }

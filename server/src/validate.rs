@@ -69,7 +69,7 @@ pub async fn check(args: &ValidateArgs) -> anyhow::Result<Vec<ModelReport>> {
         synthetic_warmup: args.model_warmup,
         ..LoadSettings::default()
     };
-    let actor = Actor::internal("validate");
+    let actor = Actor::Validate;
     let repo = repository::Repository::new(&args.model_repository);
     let mut reports = Vec::new();
     for name in names {

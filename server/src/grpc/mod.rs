@@ -12,9 +12,9 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status, Streaming};
 
+use crate::access::admin::Caller;
+use crate::access::{GrantedToken, grpc_group};
 use crate::error::{Error, Result};
-use crate::lifecycle::access::{GrantedToken, grpc_group};
-use crate::lifecycle::admin::Caller;
 use crate::metrics::Protocol;
 use crate::service::{InferRequest, InferResponse, Param, Service};
 use crate::tensor::{DataType, Tensor, TensorData, decode_bytes_elements, echo, echo_shape, element_count};

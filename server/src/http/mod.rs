@@ -17,9 +17,9 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::access::admin::Caller;
+use crate::access::{GrantedToken, http_group};
 use crate::error::Error;
-use crate::lifecycle::access::{GrantedToken, http_group};
-use crate::lifecycle::admin::Caller;
 use crate::metrics::Protocol;
 use crate::repository::config::{config_to_json, message_to_json};
 use crate::service::{ModelMetadata, Service, TensorMeta};

@@ -11,24 +11,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use parking_lot::Mutex;
 use serde::Serialize;
 
-/// Who asked for an action.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Actor {
-    /// `token:<id>`, `peer:<address>`, or an internal actor (`startup`, `poll`, `auto-rollback`).
-    pub name: String,
-    /// The connection's peer address, when it came over the network.
-    pub peer: Option<String>,
-}
-
-impl Actor {
-    /// An action the server took by itself.
-    pub fn internal(name: &str) -> Actor {
-        Actor {
-            name: name.to_string(),
-            peer: None,
-        }
-    }
-}
+pub use crate::access::Actor;
 
 /// One audit record.
 #[derive(Debug, Clone, Serialize)]
@@ -97,10 +80,11 @@ impl Audit {
 
     /// Records one event (control actions are rare: written and flushed at once).
     pub fn record(&self, actor: &Actor, event: Event<'_>) {
+        let name = actor.name();
         let record = Record {
             time: rfc3339(SystemTime::now()),
-            actor: &actor.name,
-            peer: actor.peer.as_deref(),
+            actor: &name,
+            peer: actor.peer(),
             action: event.action,
             model: event.model,
             version: event.version,
@@ -164,8 +148,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit/audit.jsonl");
         let audit = Audit::open(Some(&path)).unwrap();
-        let actor = Actor {
-            name: "token:ci".into(),
+        let actor = Actor::Api {
+            token: Some("ci".into()),
             peer: Some("127.0.0.1:5000".into()),
         };
         for ok in [true, false] {

@@ -7,14 +7,9 @@
 //!   budget: the gate a version must pass before promotion, and the offline
 //!   `switchyard validate` check.
 //! - [`audit`]: the append-only JSONL record of every control action.
-//! - [`admin`]: who may run control actions (admin tokens, admin listener).
-//! - [`access`]: who may call which API group (Triton's restricted APIs,
-//!   per-group bearer tokens).
 //! - [`window`]: per-version error and latency counts that the automatic
 //!   rollback watches after a promotion.
 
-pub mod access;
-pub mod admin;
 pub mod audit;
 pub mod golden;
 pub mod warmup;

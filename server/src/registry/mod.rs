@@ -685,7 +685,7 @@ impl Registry {
                 };
                 if let Some(reason) = breach {
                     tracing::warn!(model = %name, promoted, previous, %reason, "automatic rollback");
-                    let actor = Actor::internal("auto-rollback");
+                    let actor = Actor::AutoRollback;
                     if let Err(e) = registry.rollback(&name, None, Some(previous), &actor, &reason).await {
                         tracing::error!(model = %name, error = %e, "automatic rollback failed");
                     }
@@ -802,7 +802,7 @@ impl Registry {
         actor: &Actor,
         why: &str,
     ) -> Result<i64> {
-        let action = if actor.name == "auto-rollback" {
+        let action = if *actor == Actor::AutoRollback {
             "auto_rollback"
         } else {
             "rollback"
