@@ -18,6 +18,7 @@
 //! - `stats` (Triton's ModelStatistics) and `metrics` (Prometheus) observe it all.
 
 pub mod access;
+pub mod admission;
 pub mod batching;
 pub mod config;
 pub mod drift;
@@ -470,7 +471,7 @@ async fn poll_once(service: &Service, repo: &repository::Repository, seen: &mut 
     for name in removed {
         seen.remove(&name);
         if service.registry().get(&name).is_some() {
-            let _ = service.registry().unload(&name, &Actor::Poll).await;
+            let _ = service.deployer().unload(&name, &Actor::Poll).await;
         }
     }
 }

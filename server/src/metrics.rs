@@ -667,6 +667,16 @@ pub fn thread_cpu_time() -> Option<Duration> {
     cpu_time::ThreadTime::try_now().ok().map(|t| t.as_duration())
 }
 
+/// Counter: versions refused by the deploy pipeline, by `model` and `reason`
+/// (the failure kind's label: read, config, model, build, warmup, golden,
+/// budget, drift_reference, resources).
+pub const MODEL_LOAD_FAILURES: &str = "switchyard_model_load_failures_total";
+
+/// Counts one version refused by the deploy pipeline.
+pub fn load_failure(model: &str, reason: &'static str) {
+    metrics::counter!(MODEL_LOAD_FAILURES, "model" => model.to_string(), "reason" => reason).increment(1);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

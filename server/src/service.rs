@@ -7,19 +7,21 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use switchyard_proto::inference::{ModelConfig, ModelStatistics};
-use tokio::sync::oneshot;
 
 use crate::access::Access;
 use crate::access::admin::{AdminAuth, Caller};
-use crate::batching::{Job, JobOutput, Timings};
+pub use crate::admission::Param;
+use crate::admission::prepare_job;
+use crate::batching::Timings;
 use crate::config::{Config, ControlMode};
 use crate::error::{Error, Result};
 use crate::lifecycle::audit::{Actor, Audit, Event};
+use crate::lifecycle::{Deployer, LoadReport, LoadSettings, RollbackPolicy};
 use crate::metrics::{self, Protocol};
 use crate::predlog::{PredictionLog, PredictionLogSettings, PredictionRecord};
-use crate::registry::{IndexEntry, LoadReport, LoadSettings, Registry, RollbackPolicy, TensorSpec, VersionHandle};
+use crate::registry::{IndexEntry, Registry, TensorSpec, VersionHandle};
 use crate::repository;
-use crate::tensor::{DataType, Tensor, element_count};
+use crate::tensor::{DataType, Tensor};
 use crate::trace::TraceContext;
 use tracing::Instrument;
 
@@ -31,32 +33,6 @@ pub const EXTENSIONS: &[&str] = &[
     "statistics",
     "parameters",
 ];
-
-/// A request parameter value.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Param {
-    /// Boolean.
-    Bool(bool),
-    /// Signed integer.
-    Int(i64),
-    /// Unsigned integer.
-    Uint(u64),
-    /// Floating point.
-    Double(f64),
-    /// String.
-    Str(String),
-}
-
-impl Param {
-    fn as_u64(&self) -> Option<u64> {
-        match *self {
-            Param::Int(v) => u64::try_from(v).ok(),
-            Param::Uint(v) => Some(v),
-            Param::Double(v) if v >= 0.0 && v.fract() == 0.0 => Some(v as u64),
-            _ => None,
-        }
-    }
-}
 
 /// An inference request, decoded from either protocol.
 #[derive(Debug, Clone)]
@@ -158,6 +134,9 @@ struct Inner {
     repo: repository::Repository,
     control_mode: ControlMode,
     max_tensor_elements: usize,
+    /// Loads and routing changes (the only writer of the routing table).
+    deployer: Arc<Deployer>,
+    /// The routing table, read by every request.
     registry: Arc<Registry>,
     admin: AdminAuth,
     access: Access,
@@ -237,6 +216,7 @@ impl Service {
             Some(e) => crate::otlp::Exporter::start(e, &config.otlp_service_name, sink_ca.as_deref())?,
             None => crate::otlp::Exporter::disabled(),
         };
+        let deployer = Deployer::new(settings, audit, Arc::new(crate::model::onnx::OnnxBackend));
         Ok(Service {
             inner: Arc::new(Inner {
                 predictions,
@@ -244,7 +224,8 @@ impl Service {
                 repo: config.repository(),
                 control_mode: config.model_control_mode,
                 max_tensor_elements: config.max_tensor_elements,
-                registry: Registry::new(settings, audit),
+                registry: deployer.registry().clone(),
+                deployer,
                 admin,
                 access,
                 ready: AtomicBool::new(false),
@@ -259,9 +240,14 @@ impl Service {
         &self.inner.access
     }
 
-    /// The routing table (for the control plane).
+    /// The routing table.
     pub fn registry(&self) -> &Registry {
         &self.inner.registry
+    }
+
+    /// Loads, unloads and routing changes (for the control plane).
+    pub fn deployer(&self) -> &Deployer {
+        &self.inner.deployer
     }
 
     /// Largest element count one tensor may declare.
@@ -416,7 +402,7 @@ impl Service {
     pub async fn retire_all(&self) {
         let actor = Actor::Shutdown;
         for name in self.inner.registry.snapshot().keys() {
-            let _ = self.inner.registry.unload(name, &actor).await;
+            let _ = self.inner.deployer.unload(name, &actor).await;
         }
     }
 
@@ -428,7 +414,7 @@ impl Service {
         actor: &Actor,
     ) -> Result<LoadReport> {
         self.inner
-            .registry
+            .deployer
             .load(&self.inner.repo, model, override_config, actor)
             .await
     }
@@ -438,7 +424,7 @@ impl Service {
         let actor = self.authorize(caller, "unload", model)?;
         self.require_explicit()?;
         let (service, model) = (self.clone(), model.to_string());
-        tokio::spawn(async move { service.inner.registry.unload(&model, &actor).await })
+        tokio::spawn(async move { service.inner.deployer.unload(&model, &actor).await })
             .await
             .map_err(|e| Error::internal(format!("the unload task failed: {e}")))?
     }
@@ -481,13 +467,13 @@ impl Service {
     pub async fn set_label(&self, model: &str, label: &str, version: &str, caller: &Caller) -> Result<()> {
         let actor = self.authorize(caller, "label", model)?;
         let v = parse_version(version)?;
-        self.inner.registry.set_label(model, label, v, &actor).await
+        self.inner.deployer.set_label(model, label, v, &actor).await
     }
 
     /// Removes a label (admin).
     pub async fn delete_label(&self, model: &str, label: &str, caller: &Caller) -> Result<()> {
         let actor = self.authorize(caller, "label", model)?;
-        self.inner.registry.delete_label(model, label, &actor).await
+        self.inner.deployer.delete_label(model, label, &actor).await
     }
 
     /// Pins the default route to a version, or `latest` to follow the newest again (admin).
@@ -498,7 +484,7 @@ impl Service {
         } else {
             Some(parse_version(version)?)
         };
-        self.inner.registry.set_default(model, v, &actor).await
+        self.inner.deployer.set_default(model, v, &actor).await
     }
 
     /// Points the default route (or a label) back to a previous version (admin);
@@ -506,13 +492,13 @@ impl Service {
     pub async fn rollback(&self, model: &str, label: Option<&str>, to: Option<&str>, caller: &Caller) -> Result<i64> {
         let actor = self.authorize(caller, "rollback", model)?;
         let to = to.map(parse_version).transpose()?;
-        self.inner.registry.rollback(model, label, to, &actor, "").await
+        self.inner.deployer.rollback(model, label, to, &actor, "").await
     }
 
     fn authorize(&self, caller: &Caller, action: &str, model: &str) -> Result<Actor> {
         let (actor, verdict) = self.inner.admin.authorize(caller);
         if let Err(e) = &verdict {
-            self.inner.registry.audit().record(
+            self.inner.deployer.audit().record(
                 &actor,
                 Event {
                     action: "denied",
@@ -677,177 +663,4 @@ fn version_statistics(h: &VersionHandle) -> ModelStatistics {
     let mut s = h.stats.to_proto(&h.model, &h.version_label);
     s.properties = h.provenance().into_iter().collect();
     s
-}
-
-/// Checks the request against the model and builds its queue entry.
-pub fn prepare_job(
-    handle: &VersionHandle,
-    mut inputs: Vec<Tensor>,
-    outputs: Vec<String>,
-    parameters: &[(String, Param)],
-    received: Instant,
-    max_tensor_elements: usize,
-) -> Result<(Job, oneshot::Receiver<Result<JobOutput>>)> {
-    let model = &handle.model;
-    for t in &inputs {
-        if !handle.inputs.iter().any(|s| s.name == t.name) {
-            return Err(Error::invalid(format!(
-                "unexpected inference input '{}' for model '{model}'",
-                t.name
-            )));
-        }
-    }
-    let mut ordered = Vec::with_capacity(handle.inputs.len());
-    let mut rows: Option<usize> = None;
-    let mut shape_key = Vec::new();
-    for spec in &handle.inputs {
-        let Some(pos) = inputs.iter().position(|t| t.name == spec.name) else {
-            if spec.optional {
-                // Requests batch together only when the same optional inputs are present.
-                push_key(&mut shape_key, None);
-                continue;
-            }
-            return Err(Error::invalid(format!(
-                "expected {} inputs but got {} inputs for model '{model}': input '{}' is missing",
-                handle.inputs.len(),
-                inputs.len() + ordered.len(),
-                spec.name
-            )));
-        };
-        let tensor = inputs.swap_remove(pos);
-        if inputs.iter().any(|t| t.name == spec.name) {
-            return Err(Error::invalid(format!("input '{}' appears more than once", spec.name)));
-        }
-        let r = check_input(handle, spec, &tensor, max_tensor_elements)?;
-        match rows {
-            None => rows = Some(r),
-            Some(prev) if prev != r => {
-                return Err(Error::invalid(format!(
-                    "input '{}' has batch size {r} but other inputs have {prev}",
-                    spec.name
-                )));
-            }
-            _ => {}
-        }
-        let skip = usize::from(handle.max_batch_size > 0);
-        push_key(&mut shape_key, Some(&tensor.shape[skip..]));
-        ordered.push(tensor);
-    }
-    for name in &outputs {
-        if !handle.outputs.iter().any(|o| o.name == *name) {
-            return Err(Error::invalid(format!(
-                "unexpected inference output '{name}' for model '{model}'"
-            )));
-        }
-    }
-    let param = |key: &str| -> Result<Option<u64>> {
-        parameters
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| {
-                v.as_u64()
-                    .ok_or_else(|| Error::invalid(format!("parameter '{key}' must be a non-negative integer")))
-            })
-            .transpose()
-    };
-    let timeout = param("timeout")?;
-    if let Some(us) = timeout {
-        crate::repository::limits::check_request_timeout(us).map_err(Error::invalid)?;
-    }
-    let timeout = timeout.filter(|&us| us > 0).map(Duration::from_micros);
-    let priority = param("priority")?.unwrap_or(0);
-    let (tx, rx) = oneshot::channel();
-    let mut job = Job::new(ordered, rows.unwrap_or(1), shape_key, outputs, tx);
-    job.enqueued = received;
-    job.priority = priority;
-    job.timeout = timeout;
-    Ok((job, rx))
-}
-
-/// Appends one input to a batching compatibility key: `-1` when it is absent,
-/// else its number of dims and the dims. Every input's part can be read back
-/// unambiguously, so two requests share a key only when the same inputs are
-/// present with the same shapes (with two optional inputs, "only X" and
-/// "only Y" no longer collide, whatever their shapes).
-fn push_key(key: &mut Vec<i64>, dims: Option<&[i64]>) {
-    match dims {
-        None => key.push(-1),
-        Some(d) => {
-            key.push(d.len() as i64);
-            key.extend_from_slice(d);
-        }
-    }
-}
-
-/// Validates one input; returns its batch size (1 without a batch dimension).
-fn check_input(handle: &VersionHandle, spec: &TensorSpec, t: &Tensor, max_tensor_elements: usize) -> Result<usize> {
-    let name = &spec.name;
-    if t.datatype != spec.datatype {
-        return Err(Error::invalid(format!(
-            "input '{name}': datatype {} does not match the model's {}",
-            t.datatype.as_str(),
-            spec.datatype.as_str()
-        )));
-    }
-    let batching = handle.max_batch_size > 0;
-    let expected_rank = spec.dims.len() + usize::from(batching);
-    let shape_error = || {
-        let want: Vec<i64> = if batching {
-            std::iter::once(-1).chain(spec.dims.iter().copied()).collect()
-        } else {
-            spec.dims.clone()
-        };
-        Error::invalid(format!(
-            "input '{name}': shape {:?} does not match the model's {want:?}",
-            t.shape
-        ))
-    };
-    if t.shape.len() != expected_rank {
-        return Err(shape_error());
-    }
-    let (rows, rest) = if batching {
-        (t.shape[0], &t.shape[1..])
-    } else {
-        (1, &t.shape[..])
-    };
-    if rest.iter().zip(&spec.dims).any(|(&s, &d)| s < 0 || (d != -1 && s != d)) {
-        return Err(shape_error());
-    }
-    if batching && (rows < 1 || rows as usize > handle.max_batch_size) {
-        return Err(Error::invalid(format!(
-            "input '{name}': batch size {rows} is outside 1..={} (max_batch_size of model '{}')",
-            handle.max_batch_size, handle.model
-        )));
-    }
-    let count = element_count(&t.shape, max_tensor_elements)?;
-    if t.data_elements() != count || t.datatype.size().is_some_and(|s| t.raw_len() != count * s) {
-        return Err(Error::invalid(format!(
-            "input '{name}': {} elements of data for shape {:?} ({count} elements)",
-            t.data_elements(),
-            t.shape
-        )));
-    }
-    Ok(rows as usize)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::push_key;
-
-    fn key(inputs: &[Option<&[i64]>]) -> Vec<i64> {
-        let mut k = Vec::new();
-        for i in inputs {
-            push_key(&mut k, *i);
-        }
-        k
-    }
-
-    #[test]
-    fn batch_keys_tell_which_optional_inputs_are_present() {
-        // Two optional scalar (per-row) inputs: only X vs only Y.
-        assert_ne!(key(&[Some(&[]), None]), key(&[None, Some(&[])]));
-        assert_ne!(key(&[Some(&[4]), None]), key(&[None, Some(&[4])]));
-        assert_ne!(key(&[Some(&[2, 3]), None]), key(&[Some(&[2]), Some(&[3])]));
-        assert_eq!(key(&[Some(&[4]), None]), key(&[Some(&[4]), None]));
-    }
 }

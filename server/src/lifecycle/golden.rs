@@ -33,6 +33,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::failure::{FailureKind, LoadFailure};
 use crate::registry::VersionHandle;
 use crate::tensor::{Tensor, TensorData, bound_message, echo};
 
@@ -359,12 +360,14 @@ pub fn compare(case: &Case, outputs: &[Tensor]) -> Result<(), String> {
 }
 
 /// Runs every case on the (unpublished) version, then the latency budget.
-pub async fn check(handle: &VersionHandle, set: &GoldenSet, max_elements: usize) -> Result<Report, String> {
+pub async fn check(handle: &VersionHandle, set: &GoldenSet, max_elements: usize) -> Result<Report, LoadFailure> {
+    let golden = |e: String| LoadFailure::new(FailureKind::Golden, e);
+    let budget_failure = |e: String| LoadFailure::new(FailureKind::Budget, e);
     for case in &set.cases {
         let out = super::run_direct(handle, case.inputs.clone(), max_elements)
             .await
-            .map_err(|e| format!("golden case '{}': {e}", case.name))?;
-        compare(case, &out.outputs).map_err(|e| format!("golden case '{}': {e}", case.name))?;
+            .map_err(|e| golden(format!("golden case '{}': {e}", case.name)))?;
+        compare(case, &out.outputs).map_err(|e| golden(format!("golden case '{}': {e}", case.name)))?;
     }
     let mut report = Report {
         cases: set.cases.len(),
@@ -377,7 +380,7 @@ pub async fn check(handle: &VersionHandle, set: &GoldenSet, max_elements: usize)
             let started = Instant::now();
             super::run_direct(handle, case.inputs.clone(), max_elements)
                 .await
-                .map_err(|e| format!("latency budget, case '{}': {e}", case.name))?;
+                .map_err(|e| budget_failure(format!("latency budget, case '{}': {e}", case.name)))?;
             samples.push(started.elapsed().as_secs_f64() * 1000.0);
         }
         samples.sort_by(f64::total_cmp);
@@ -385,10 +388,10 @@ pub async fn check(handle: &VersionHandle, set: &GoldenSet, max_elements: usize)
         let p99 = samples[idx];
         report.p99_ms = Some(p99);
         if p99 > budget.p99_ms {
-            return Err(format!(
+            return Err(budget_failure(format!(
                 "latency budget: p99 {p99:.3} ms over {} requests is above the budget of {} ms",
                 budget.requests, budget.p99_ms
-            ));
+            )));
         }
     }
     Ok(report)

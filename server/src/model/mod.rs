@@ -1,10 +1,39 @@
 //! Models as the rest of the server sees them: a signature (inputs and
-//! outputs with types and shapes) and an executor that runs batches. Only
-//! `onnx` touches ONNX Runtime.
+//! outputs with types and shapes) and executors that run batches, built by a
+//! [`Backend`] from a model file's bytes. Only `onnx` touches ONNX Runtime;
+//! the deploy pipeline sees the [`Backend`] trait, so it runs with a mock in tests.
 
 pub mod onnx;
 
+use crate::batching::Executor;
+use crate::error::Result;
 use crate::tensor::DataType;
+
+/// Builds the executors of a model version.
+pub trait Backend: Send + Sync + 'static {
+    /// `instances` executors for the model file `model` (blocking). An
+    /// `InvalidArgument` error means the file was refused; any other kind is
+    /// the server's failure.
+    fn load(&self, model: &[u8], settings: &SessionSettings, instances: usize) -> Result<Loaded>;
+}
+
+/// Sessions of one model version, ready to execute.
+pub struct Loaded {
+    /// The model's inputs and outputs.
+    pub signature: Signature,
+    /// One executor per instance.
+    pub executors: Vec<Box<dyn Executor>>,
+    /// Where the sessions run.
+    pub device: Device,
+    /// Why the device differs from the request, when it does.
+    pub device_note: Option<String>,
+}
+
+impl std::fmt::Debug for Loaded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Loaded").field("device", &self.device).finish()
+    }
+}
 
 /// One input or output as the model file declares it.
 #[derive(Debug, Clone, PartialEq)]
