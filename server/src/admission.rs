@@ -41,6 +41,19 @@ impl Param {
     }
 }
 
+/// Refuses Triton's classification extension, which this server does not
+/// offer, whether the request's parameters or an output's ask for it.
+pub fn check_extensions<'a>(
+    request_parameters: impl IntoIterator<Item = &'a str>,
+    output_parameters: impl IntoIterator<Item = &'a str>,
+) -> Result<()> {
+    let asked = |k: &str| k == "classification";
+    if request_parameters.into_iter().any(asked) || output_parameters.into_iter().any(asked) {
+        return Err(Error::unsupported("the classification extension is not supported"));
+    }
+    Ok(())
+}
+
 /// Checks the request against the model and builds its queue entry.
 pub fn prepare_job(
     handle: &VersionHandle,

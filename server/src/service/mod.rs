@@ -1,6 +1,16 @@
 //! The one internal API that both frontends call: health, metadata,
 //! configuration, statistics, repository operations and inference. Protocol
 //! code converts to and from these types; the decisions are made here.
+//!
+//! - [`infer`]: route → run → observe.
+//! - [`observe`]: what consumes finished requests (statistics, spans, drift,
+//!   prediction log), behind one small trait.
+//! - [`control`]: load parameters, explicit mode, admin authorization, and
+//!   the deploy pipeline's operations.
+
+pub mod control;
+pub mod infer;
+pub mod observe;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,21 +19,20 @@ use std::time::{Duration, Instant};
 use switchyard_proto::inference::{ModelConfig, ModelStatistics};
 
 use crate::access::Access;
-use crate::access::admin::{AdminAuth, Caller};
+use crate::access::admin::AdminAuth;
 pub use crate::admission::Param;
-use crate::admission::prepare_job;
 use crate::batching::Timings;
 use crate::config::{Config, ControlMode};
 use crate::error::{Error, Result};
-use crate::lifecycle::audit::{Actor, Audit, Event};
-use crate::lifecycle::{Deployer, LoadReport, LoadSettings, RollbackPolicy};
-use crate::metrics::{self, Protocol};
-use crate::predlog::{PredictionLog, PredictionLogSettings, PredictionRecord};
+use crate::lifecycle::audit::Audit;
+use crate::lifecycle::{Deployer, LoadSettings, RollbackPolicy};
+use crate::metrics::Protocol;
+use crate::predlog::{PredictionLog, PredictionLogSettings};
 use crate::registry::{IndexEntry, Registry, TensorSpec, VersionHandle};
 use crate::repository;
 use crate::tensor::{DataType, Tensor};
 use crate::trace::TraceContext;
-use tracing::Instrument;
+pub use control::{LoadParam, load_config};
 
 /// Extensions advertised in server metadata.
 pub const EXTENSIONS: &[&str] = &[
@@ -142,7 +151,11 @@ struct Inner {
     access: Access,
     predictions: PredictionLog,
     otlp: crate::otlp::Exporter,
+    /// Consumers of finished requests, in order (fixed at construction).
+    observers: Vec<Box<dyn observe::Observer>>,
+    /// Written by the control plane once start-up loading is done, read by health checks.
     ready: AtomicBool,
+    /// Written once at the start of shutdown, read by health checks.
     shutting_down: AtomicBool,
     /// Cancelled when the listeners close at shutdown: loads still running are
     /// answered (503) instead of holding their connection until the exit timeout.
@@ -217,8 +230,15 @@ impl Service {
             None => crate::otlp::Exporter::disabled(),
         };
         let deployer = Deployer::new(settings, audit, Arc::new(crate::model::onnx::OnnxBackend));
+        let observers: Vec<Box<dyn observe::Observer>> = vec![
+            Box::new(observe::Statistics),
+            Box::new(observe::Spans(otlp.clone())),
+            Box::new(observe::Drift),
+            Box::new(observe::Predictions(predictions.clone())),
+        ];
         Ok(Service {
             inner: Arc::new(Inner {
+                observers,
                 predictions,
                 otlp,
                 repo: config.repository(),
@@ -374,61 +394,6 @@ impl Service {
         self.inner.registry.index(&self.inner.repo, ready_only)
     }
 
-    /// Loads or reloads a model (explicit mode only, admin), optionally with a JSON config override.
-    pub async fn load_model(&self, model: &str, config_json: Option<&str>, caller: &Caller) -> Result<()> {
-        let actor = self.authorize(caller, "load", model)?;
-        self.require_explicit()?;
-        repository::validate_model_name(model)?;
-        let override_config = config_json
-            .map(|j| {
-                repository::config::parse_json(j)
-                    .map_err(|e| Error::invalid(format!("model '{model}': invalid 'config' parameter: {e}")))
-            })
-            .transpose()?;
-        // The load runs as a task of its own: a client that disconnects does
-        // not abandon it half-way; it finishes (or fails) and is audited either way.
-        let (service, model) = (self.clone(), model.to_string());
-        let load = tokio::spawn(async move { service.load_now(&model, override_config, &actor).await });
-        tokio::select! {
-            r = load => r.map_err(|e| Error::internal(format!("the load task failed: {e}")))?.map(|_| ()),
-            _ = self.inner.stopping.cancelled() => Err(Error::unavailable(
-                "the server is shutting down: the load was abandoned",
-            )),
-        }
-    }
-
-    /// Stops routing to every model (at shutdown): in-flight requests finish,
-    /// then queues close and executor threads exit.
-    pub async fn retire_all(&self) {
-        let actor = Actor::Shutdown;
-        for name in self.inner.registry.snapshot().keys() {
-            let _ = self.inner.deployer.unload(name, &actor).await;
-        }
-    }
-
-    /// Loads a model whatever the control mode (start-up and polling).
-    pub async fn load_now(
-        &self,
-        model: &str,
-        override_config: Option<ModelConfig>,
-        actor: &Actor,
-    ) -> Result<LoadReport> {
-        self.inner
-            .deployer
-            .load(&self.inner.repo, model, override_config, actor)
-            .await
-    }
-
-    /// Unloads a model (explicit mode only, admin).
-    pub async fn unload_model(&self, model: &str, caller: &Caller) -> Result<()> {
-        let actor = self.authorize(caller, "unload", model)?;
-        self.require_explicit()?;
-        let (service, model) = (self.clone(), model.to_string());
-        tokio::spawn(async move { service.inner.deployer.unload(&model, &actor).await })
-            .await
-            .map_err(|e| Error::internal(format!("the unload task failed: {e}")))?
-    }
-
     /// The drift report of a model version (404 when drift monitoring is off for it).
     pub fn drift_report(&self, model: &str, version: Option<&str>) -> Result<crate::drift::DriftReport> {
         let h = self.inner.registry.resolve(model, version)?;
@@ -462,200 +427,6 @@ impl Service {
             history: entry.history.clone(),
         })
     }
-
-    /// Points a label at a loaded version (admin).
-    pub async fn set_label(&self, model: &str, label: &str, version: &str, caller: &Caller) -> Result<()> {
-        let actor = self.authorize(caller, "label", model)?;
-        let v = parse_version(version)?;
-        self.inner.deployer.set_label(model, label, v, &actor).await
-    }
-
-    /// Removes a label (admin).
-    pub async fn delete_label(&self, model: &str, label: &str, caller: &Caller) -> Result<()> {
-        let actor = self.authorize(caller, "label", model)?;
-        self.inner.deployer.delete_label(model, label, &actor).await
-    }
-
-    /// Pins the default route to a version, or `latest` to follow the newest again (admin).
-    pub async fn set_default(&self, model: &str, version: &str, caller: &Caller) -> Result<()> {
-        let actor = self.authorize(caller, "promote", model)?;
-        let v = if version == "latest" {
-            None
-        } else {
-            Some(parse_version(version)?)
-        };
-        self.inner.deployer.set_default(model, v, &actor).await
-    }
-
-    /// Points the default route (or a label) back to a previous version (admin);
-    /// returns the version now served.
-    pub async fn rollback(&self, model: &str, label: Option<&str>, to: Option<&str>, caller: &Caller) -> Result<i64> {
-        let actor = self.authorize(caller, "rollback", model)?;
-        let to = to.map(parse_version).transpose()?;
-        self.inner.deployer.rollback(model, label, to, &actor, "").await
-    }
-
-    fn authorize(&self, caller: &Caller, action: &str, model: &str) -> Result<Actor> {
-        let (actor, verdict) = self.inner.admin.authorize(caller);
-        if let Err(e) = &verdict {
-            self.inner.deployer.audit().record(
-                &actor,
-                Event {
-                    action: "denied",
-                    model,
-                    version: None,
-                    digest: None,
-                    ok: false,
-                    reason: &format!("{action}: {}", e.message),
-                },
-            );
-        }
-        verdict.map(|()| actor)
-    }
-
-    fn require_explicit(&self) -> Result<()> {
-        if self.inner.control_mode == ControlMode::Explicit {
-            Ok(())
-        } else {
-            Err(Error::unavailable(
-                "explicit model load / unload is not allowed unless --model-control-mode=explicit",
-            ))
-        }
-    }
-
-    /// Runs an inference request.
-    pub async fn infer(&self, request: InferRequest) -> Result<InferResponse> {
-        let protocol = request.protocol;
-        let handle = match self.inner.registry.resolve(&request.model, request.version.as_deref()) {
-            Ok(h) => h,
-            Err(e) => {
-                metrics::unrouted_failure(protocol, e.kind);
-                return Err(e);
-            }
-        };
-        let _inflight = handle.metrics.start_request();
-        let received = request.received;
-        // Prediction log and drift monitor: decided before the inputs move into the queue.
-        let log_policy = handle.log_policy.as_ref().filter(|p| self.inner.predictions.sample(p));
-        let observed = (log_policy.is_some() || handle.drift.is_some()).then(|| {
-            let label = request.version.clone().filter(|v| v.parse::<i64>().is_err());
-            (request.inputs.clone(), request.id.clone(), label)
-        });
-        let parent = request.trace;
-        let trace = match parent {
-            Some(p) => Some(p.child()),
-            None if self.inner.otlp.enabled() => Some(TraceContext::root()),
-            None => None,
-        };
-        let span_id_of_request = self.inner.otlp.enabled().then(|| request.id.clone());
-        let span = match (&trace, &request.trace) {
-            (Some(t), Some(parent)) => tracing::debug_span!("infer", model = %handle.model, version = handle.version,
-                id = %request.id, trace_id = %t.trace_id_hex(), span_id = %t.span_id_hex(),
-                parent_id = %parent.span_id_hex()),
-            _ => tracing::debug_span!("infer", model = %handle.model, version = handle.version, id = %request.id),
-        };
-        let result = self.run(&handle, request, trace).instrument(span).await;
-        let elapsed = received.elapsed();
-        handle.health.record(elapsed, result.as_ref().err().map(|e| e.kind));
-        match &result {
-            Ok(_) => {
-                handle.stats.success.record(elapsed);
-                handle.metrics.success(protocol, elapsed.as_secs_f64());
-            }
-            Err(e) => {
-                handle.stats.fail.record(elapsed);
-                handle.metrics.failure(protocol, e.kind, elapsed.as_secs_f64());
-            }
-        }
-        if let (Some(t), Some(id)) = (trace.filter(TraceContext::sampled), span_id_of_request) {
-            let end = std::time::SystemTime::now();
-            let mut attributes = vec![
-                ("model", handle.model.clone()),
-                ("model.version", handle.version_label.clone()),
-                ("request.id", id),
-                ("protocol", protocol.label().to_string()),
-            ];
-            if let Ok(r) = &result {
-                let us = |d: Duration| d.as_micros().to_string();
-                attributes.extend([
-                    ("queue_us", us(r.timings.queue)),
-                    ("compute_infer_us", us(r.timings.compute_infer)),
-                    ("batch_rows", r.timings.batch_rows.to_string()),
-                ]);
-            }
-            self.inner.otlp.export(crate::otlp::SpanData {
-                context: t,
-                parent: parent.map(|p| p.span_id),
-                start: end.checked_sub(elapsed).unwrap_or(end),
-                end,
-                attributes,
-                error: result.as_ref().err().map(|e| e.message.clone()),
-            });
-        }
-        if let Some((inputs, id, label)) = observed {
-            let outputs = result.as_ref().map(|r| r.outputs.clone()).unwrap_or_default();
-            if let (Some(drift), Ok(_)) = (&handle.drift, &result) {
-                drift.observe(inputs.clone(), outputs.clone());
-            }
-            if let Some(policy) = log_policy {
-                self.inner.predictions.submit(
-                    policy,
-                    PredictionRecord {
-                        time: std::time::SystemTime::now()
-                            .checked_sub(elapsed)
-                            .unwrap_or_else(std::time::SystemTime::now),
-                        id,
-                        model: handle.model.clone(),
-                        version: handle.version_label.clone(),
-                        label,
-                        protocol,
-                        outcome: result.as_ref().map(|_| ()).map_err(|e| (e.kind, e.message.clone())),
-                        latency: elapsed,
-                        inputs,
-                        outputs,
-                        trace_id: trace.map(|t| t.trace_id_hex()),
-                    },
-                );
-            }
-        }
-        result
-    }
-
-    async fn run(
-        &self,
-        handle: &Arc<VersionHandle>,
-        request: InferRequest,
-        trace: Option<TraceContext>,
-    ) -> Result<InferResponse> {
-        let (mut job, rx) = prepare_job(
-            handle,
-            request.inputs,
-            request.outputs,
-            &request.parameters,
-            request.received,
-            self.inner.max_tensor_elements,
-        )?;
-        job.trace = trace;
-        handle.queue.submit(job)?;
-        let output = rx
-            .await
-            .map_err(|_| Error::internal("the executor stopped before answering"))??;
-        Ok(InferResponse {
-            model: handle.model.clone(),
-            version: handle.version_label.clone(),
-            id: request.id,
-            outputs: output.outputs,
-            timings: output.timings,
-            trace,
-        })
-    }
-}
-
-fn parse_version(v: &str) -> Result<i64> {
-    v.parse::<i64>()
-        .ok()
-        .filter(|&n| n > 0)
-        .ok_or_else(|| Error::invalid(format!("'{}' is not a version number", v.escape_debug())))
 }
 
 /// Triton's statistics of a version plus its provenance.
