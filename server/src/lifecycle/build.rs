@@ -74,7 +74,7 @@ pub fn build_version(
             string_value: digest.clone(),
         },
     );
-    let (inputs, outputs) = tensor_specs(&config).map_err(at(FailureKind::Config))?;
+    let (inputs, outputs) = tensor_specs(&config).map_err(|e| e.at(name, version))?;
     let max_batch_size = config.max_batch_size.max(0) as usize;
     let dynamic = match &config.scheduling_choice {
         Some(model_config::SchedulingChoice::DynamicBatching(d)) => Some(d),
@@ -188,9 +188,11 @@ fn record_device(config: &mut ModelConfig, device: Device, note: Option<&str>) {
     );
 }
 
-fn tensor_specs(config: &ModelConfig) -> Result<(Vec<TensorSpec>, Vec<TensorSpec>), String> {
-    let dt =
-        |v: i32, name: &str| DataType::from_config_enum(v).ok_or_else(|| format!("tensor '{name}' has no datatype"));
+fn tensor_specs(config: &ModelConfig) -> Result<(Vec<TensorSpec>, Vec<TensorSpec>), LoadFailure> {
+    let dt = |v: i32, name: &str| {
+        DataType::from_config_enum(v)
+            .ok_or_else(|| LoadFailure::new(FailureKind::Config, format!("tensor '{name}' has no datatype")))
+    };
     let inputs = config
         .input
         .iter()
@@ -202,7 +204,7 @@ fn tensor_specs(config: &ModelConfig) -> Result<(Vec<TensorSpec>, Vec<TensorSpec
                 optional: i.optional,
             })
         })
-        .collect::<Result<_, String>>()?;
+        .collect::<Result<_, LoadFailure>>()?;
     let outputs = config
         .output
         .iter()
@@ -214,7 +216,7 @@ fn tensor_specs(config: &ModelConfig) -> Result<(Vec<TensorSpec>, Vec<TensorSpec
                 optional: false,
             })
         })
-        .collect::<Result<_, String>>()?;
+        .collect::<Result<_, LoadFailure>>()?;
     Ok((inputs, outputs))
 }
 

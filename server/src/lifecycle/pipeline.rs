@@ -164,11 +164,8 @@ impl Pipeline {
             &source.dir,
             self.settings.synthetic_warmup,
             max,
-        )
-        .map_err(|e| LoadFailure::new(FailureKind::Config, e))?;
-        warmup::run(&handle, &plan, handle.instances, max)
-            .await
-            .map_err(|e| LoadFailure::new(FailureKind::Warmup, e))?;
+        )?;
+        warmup::run(&handle, &plan, handle.instances, max).await?;
         let set = golden::load(&source.repo, &version_dir, &name, max)
             .map_err(|e| LoadFailure::new(FailureKind::Config, format!("golden set: {e}")))?;
         let report = match &set {

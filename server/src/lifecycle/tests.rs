@@ -168,3 +168,73 @@ async fn the_deployer_audits_a_golden_failure_as_validation_failed() {
     let e = deployer.load(&repo, "m", None, &Actor::Startup).await.unwrap_err();
     assert_eq!(e.kind, ErrorKind::Internal);
 }
+
+#[tokio::test]
+async fn load_failures_answer_500_for_the_server_and_400_for_the_repository() {
+    use tower::ServiceExt;
+    let cases = [
+        (Some(ErrorKind::Internal), None, 500),
+        (Some(ErrorKind::InvalidArgument), None, 400),
+        (None, Some([0.0, 0.0]), 400),
+        (None, Some([1.0, 2.0]), 200),
+    ];
+    for (fail, golden, status) in cases {
+        let dir = repository(golden);
+        let mut config = crate::Config::for_repository(dir.path());
+        config.model_control_mode = crate::config::ControlMode::Explicit;
+        let service = crate::Service::with_backend(&config, Arc::new(MockBackend { fail })).unwrap();
+        let router = crate::http::router(service, 1 << 20, false);
+        let request = axum::http::Request::post("/v2/repository/models/m/load")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let response = router.oneshot(request).await.unwrap();
+        assert_eq!(response.status().as_u16(), status, "{fail:?} {golden:?}");
+    }
+}
+
+#[tokio::test]
+async fn only_observers_that_ask_get_the_tensors() {
+    use crate::service::observe::{Finished, Observer, Payload, notify};
+    use std::sync::Mutex;
+
+    type Seen = Arc<Mutex<Vec<(usize, Option<usize>)>>>;
+    struct Probe(usize, bool, Seen);
+    impl Observer for Probe {
+        fn wants_payload(&self, _: &crate::registry::VersionHandle) -> bool {
+            self.1
+        }
+        fn observe(&self, _: &Finished<'_>, payload: Option<Payload>) {
+            self.2.lock().unwrap().push((self.0, payload.map(|p| p.inputs.len())));
+        }
+    }
+
+    let dir = repository(None);
+    let Outcome::Ready(handle, _) = run(dir.path(), None).await else {
+        panic!("the mock version should load");
+    };
+    let seen: Seen = Arc::default();
+    let wants = [false, true, false, true];
+    let observers: Vec<Box<dyn Observer>> = wants
+        .iter()
+        .enumerate()
+        .map(|(i, &w)| Box::new(Probe(i, w, seen.clone())) as Box<dyn Observer>)
+        .collect();
+    let wanted: Vec<bool> = observers.iter().map(|o| o.wants_payload(&handle)).collect();
+    let result = Err(Error::invalid("refused"));
+    let done = Finished {
+        handle: &handle,
+        protocol: crate::metrics::Protocol::Http,
+        id: "r",
+        label: None,
+        elapsed: std::time::Duration::ZERO,
+        result: &result,
+        trace: None,
+        parent: None,
+    };
+    let inputs = vec![Tensor::zeros("IN", DataType::Fp32, vec![1, 2])];
+    notify(&observers, &wanted, &done, Some(inputs));
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec![(0, None), (1, Some(1)), (2, None), (3, Some(1))]
+    );
+}

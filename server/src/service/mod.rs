@@ -180,6 +180,12 @@ impl Service {
     /// `SWITCHYARD_ADMIN_TOKEN` environment variable, read here so that it
     /// never appears in the logged configuration).
     pub fn new(config: &Config) -> anyhow::Result<Service> {
+        Service::with_backend(config, Arc::new(crate::model::onnx::OnnxBackend))
+    }
+
+    /// A service whose model versions are built by `backend` (ONNX Runtime in
+    /// [`Service::new`]; tests use a mock).
+    pub fn with_backend(config: &Config, backend: Arc<dyn crate::model::Backend>) -> anyhow::Result<Service> {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let settings = LoadSettings {
             default_max_batch_size: config.default_max_batch_size,
@@ -229,7 +235,7 @@ impl Service {
             Some(e) => crate::otlp::Exporter::start(e, &config.otlp_service_name, sink_ca.as_deref())?,
             None => crate::otlp::Exporter::disabled(),
         };
-        let deployer = Deployer::new(settings, audit, Arc::new(crate::model::onnx::OnnxBackend));
+        let deployer = Deployer::new(settings, audit, backend);
         let observers: Vec<Box<dyn observe::Observer>> = vec![
             Box::new(observe::Statistics),
             Box::new(observe::Spans(otlp.clone())),
