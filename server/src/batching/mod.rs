@@ -27,27 +27,7 @@ use crate::stats::{Dropped, VersionStats};
 use crate::tensor::{Tensor, TensorData};
 pub use policy::{BatchPolicy, Decision, Pending};
 
-/// Runs one batch. Implemented by the ONNX Runtime session wrapper; tests
-/// use mocks. Each executor thread owns one.
-pub trait Executor: Send + 'static {
-    /// Runs `inputs` (in model input order, each already batched) and returns
-    /// every model output for the whole batch.
-    fn run(&mut self, inputs: Vec<BatchInput<'_>>) -> Result<Vec<Tensor>>;
-}
-
-/// One input of a batch: the parts of every request, to be concatenated
-/// along the batch dimension by the executor (once, into its own buffer).
-#[derive(Debug)]
-pub struct BatchInput<'a> {
-    /// Input name.
-    pub name: &'a str,
-    /// Element type.
-    pub datatype: crate::tensor::DataType,
-    /// Shape of the whole batch.
-    pub shape: Vec<i64>,
-    /// Each request's data, in batch order.
-    pub parts: Vec<&'a TensorData>,
-}
+pub use crate::model::{BatchInput, Executor};
 
 /// Phase durations of one request.
 #[derive(Debug, Clone, Copy, Default)]

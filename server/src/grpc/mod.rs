@@ -118,7 +118,7 @@ pub fn decode_request(req: pb::ModelInferRequest, max_elements: usize) -> Result
             data,
         });
     }
-    crate::admission::check_extensions(
+    crate::service::check_extensions(
         req.parameters.keys().map(String::as_str),
         req.outputs.iter().flat_map(|o| o.parameters.keys()).map(String::as_str),
     )?;

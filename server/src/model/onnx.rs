@@ -20,8 +20,7 @@ use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
 use ort::session::{Session, SessionInputValue};
 use ort::value::{DynTensor, DynTensorValueType, DynValue, TensorElementType, ValueType};
 
-use super::{Device, DeviceRequest, IoSpec, Loaded, SessionSettings, Signature};
-use crate::batching::{BatchInput, Executor};
+use super::{BatchInput, Device, DeviceRequest, Executor, IoSpec, Loaded, SessionSettings, Signature};
 use crate::error::{Error, Result};
 use crate::tensor::{DataType, Tensor, TensorData};
 

@@ -20,7 +20,7 @@ use switchyard_proto::inference::{ModelConfig, ModelStatistics};
 
 use crate::access::Access;
 use crate::access::admin::AdminAuth;
-pub use crate::admission::Param;
+pub use crate::admission::{Param, check_extensions};
 use crate::batching::Timings;
 use crate::config::{Config, ControlMode};
 use crate::error::{Error, Result};
