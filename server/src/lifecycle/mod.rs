@@ -15,8 +15,9 @@
 //!   budget: the gate a version must pass before promotion, and the offline
 //!   `switchyard validate` check.
 //! - [`audit`]: the append-only JSONL record of every control action.
-//! - [`window`]: per-version error and latency counts that the automatic
-//!   rollback watches after a promotion.
+//!
+//! The per-version error and latency counts the rollback watches live with
+//! the version, in `registry::window`.
 
 pub mod audit;
 pub mod build;
