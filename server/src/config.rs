@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
 
-use crate::lifecycle::access::{HeaderRestriction, TokenFile};
+use crate::access::{HeaderRestriction, TokenFile};
 use crate::metrics::MetricsSettings;
 
 /// How the set of served models is decided (Triton's `--model-control-mode`).

@@ -6,17 +6,27 @@
 //!   call [`service::Service`] — the one internal API — and encode the result.
 //!   They never touch batching, the registry or ONNX Runtime.
 //! - `service` routes a request through the `registry` (an `ArcSwap`'d table
-//!   of loaded model versions), validates it against the version's signature
-//!   and queues it on the version's bounded `batching` queue.
+//!   of loaded model versions), has `admission` check it against the
+//!   version's signature, queues it on the version's bounded `batching`
+//!   queue, and hands the finished request to its observers (statistics,
+//!   spans, drift, prediction log). `access` decides who may call what.
 //! - Executor threads (one per model instance, each owning its ONNX Runtime
 //!   session from `model::onnx`) form batches, run them, split the results
 //!   and answer each request over a oneshot channel. ONNX Runtime never runs
 //!   on the async runtime's workers.
-//! - `repository` reads Triton's layout and `config.pbtxt`; the control plane
-//!   (start-up loading, polling, the repository API) publishes new versions
-//!   with one atomic swap; retired versions drain and free themselves.
+//! - `repository` reads Triton's layout and `config.pbtxt`; `lifecycle` is
+//!   the deploy pipeline (build through a `model::Backend`, warm-up, golden
+//!   set, drift reference) that the control plane (start-up loading,
+//!   polling, the repository API) drives; it publishes new versions with one
+//!   atomic swap, audits every action and watches promotions for automatic
+//!   rollback; retired versions drain and free themselves.
+//!
+//! Dependencies point one way: frontends → service → {admission, lifecycle,
+//! registry} → batching → model.
 //! - `stats` (Triton's ModelStatistics) and `metrics` (Prometheus) observe it all.
 
+pub mod access;
+pub mod admission;
 pub mod batching;
 pub mod config;
 pub mod drift;
@@ -405,7 +415,7 @@ async fn control_plane(
         ControlMode::None | ControlMode::Poll => all(),
     };
     // Models load concurrently; the loader pool bounds how many versions build at once.
-    let startup = Actor::internal("startup");
+    let startup = Actor::Startup;
     let loads = futures::future::join_all(names.iter().map(|name| service.load_now(name, None, &startup)));
     let results = tokio::select! {
         r = loads => r,
@@ -461,7 +471,7 @@ async fn poll_once(service: &Service, repo: &repository::Repository, seen: &mut 
             continue;
         }
         tracing::info!(model = %name, "repository change detected: loading");
-        if let Err(e) = service.load_now(name, None, &Actor::internal("poll")).await {
+        if let Err(e) = service.load_now(name, None, &Actor::Poll).await {
             tracing::error!(model = %name, error = %e, "reload failed");
         }
         seen.insert(name.clone(), src.fingerprint);
@@ -470,7 +480,7 @@ async fn poll_once(service: &Service, repo: &repository::Repository, seen: &mut 
     for name in removed {
         seen.remove(&name);
         if service.registry().get(&name).is_some() {
-            let _ = service.registry().unload(&name, &Actor::internal("poll")).await;
+            let _ = service.deployer().unload(&name, &Actor::Poll).await;
         }
     }
 }

@@ -10,7 +10,20 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use parking_lot::Mutex;
 use switchyard_proto::inference::{InferBatchStatistics, InferStatistics, ModelStatistics, StatisticDuration};
 
-use crate::batching::Timings;
+/// Phase durations of one request.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Timings {
+    /// Time in the queue.
+    pub queue: Duration,
+    /// Building the batch's input tensors.
+    pub compute_input: Duration,
+    /// The session run.
+    pub compute_infer: Duration,
+    /// Splitting and encoding outputs.
+    pub compute_output: Duration,
+    /// Rows in the batch the request rode in.
+    pub batch_rows: usize,
+}
 
 /// A monotonically increasing counter.
 #[derive(Debug, Default)]

@@ -6,11 +6,13 @@
 //! report; exits non-zero when anything fails.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use clap::Parser;
 
 use crate::lifecycle::audit::{Actor, Audit};
-use crate::registry::{LoadSettings, Registry};
+use crate::lifecycle::{Deployer, LoadSettings};
+use crate::model::onnx::OnnxBackend;
 use crate::repository;
 
 /// Checks a model repository offline.
@@ -69,12 +71,12 @@ pub async fn check(args: &ValidateArgs) -> anyhow::Result<Vec<ModelReport>> {
         synthetic_warmup: args.model_warmup,
         ..LoadSettings::default()
     };
-    let actor = Actor::internal("validate");
+    let actor = Actor::Validate;
     let repo = repository::Repository::new(&args.model_repository);
     let mut reports = Vec::new();
     for name in names {
         // A fresh table per model: nothing is kept between models.
-        let registry = Registry::new(settings.clone(), Audit::default());
+        let deployer = Deployer::new(settings.clone(), Audit::default(), Arc::new(OnnxBackend));
         let mut report = ModelReport {
             model: name.clone(),
             passed: Vec::new(),
@@ -85,7 +87,7 @@ pub async fn check(args: &ValidateArgs) -> anyhow::Result<Vec<ModelReport>> {
             reports.push(report);
             continue;
         }
-        match registry.load(&repo, &name, None, &actor).await {
+        match deployer.load(&repo, &name, None, &actor).await {
             Ok(r) => {
                 report.passed = r.loaded.iter().map(|(v, d)| format!("version {v}: {d}")).collect();
             }

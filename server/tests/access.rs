@@ -5,7 +5,7 @@
 mod common;
 
 use common::{TestServer, simple_inputs, temp_repo};
-use switchyard::lifecycle::access::{HeaderRestriction, TokenFile};
+use switchyard::access::{HeaderRestriction, TokenFile};
 use switchyard_client::{ClientError, Data, GrpcClient, HttpClient, InferOptions};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;

@@ -31,8 +31,8 @@ use proptest::prelude::*;
 use proptest::sample::Index;
 use prost::Message;
 use serde_json::{Map, Value, json};
+use switchyard::access::admin::{AdminAuth, Caller};
 use switchyard::drift::{FeatureProfile, PROFILE_FORMAT, Profile, Role, TensorProfile};
-use switchyard::lifecycle::admin::{AdminAuth, Caller};
 use switchyard::lifecycle::golden;
 use switchyard::repository::config;
 use switchyard::tensor::{DataType, Tensor, TensorData};
@@ -1357,7 +1357,7 @@ proptest! {
         1 => json_soup(),
     ]) {
         for (limit, limit_bytes) in [(SMALL_LIMIT, SMALL_LIMIT * 8), (SERVER_LIMIT, 0)] {
-            let (result, peak) = counting::peak(|| golden::parse_case(&raw, "case", "m", limit));
+            let (result, peak) = counting::peak(|| golden::parse_case(&raw, "case", limit));
             match &result {
                 Ok(case) => {
                     for t in &case.inputs {
@@ -1551,7 +1551,7 @@ fn admin_case(dir: &std::path::Path, content: &[u8], lines: &[TokenLine]) -> Res
             for (id, t) in expected {
                 let (actor, ok) = auth.authorize(&caller(Some(format!("Bearer {t}"))));
                 prop_assert!(ok.is_ok(), "token of '{}' refused", id);
-                prop_assert_eq!(actor.name, format!("token:{id}"));
+                prop_assert_eq!(actor.name(), format!("token:{id}"));
             }
         }
     }
@@ -1587,7 +1587,7 @@ proptest! {
         let presented = header.as_deref().and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")));
         if presented.map(str::trim) == Some("0123456789abcdef0123") {
             prop_assert!(result.is_ok());
-            prop_assert_eq!(actor.name, "token:ci");
+            prop_assert_eq!(actor.name(), "token:ci");
         } else {
             let e = result.unwrap_err();
             check_message("authorize", &e.message)?;
@@ -1713,7 +1713,6 @@ fn golden_and_profile_errors_do_not_echo_long_names() {
     let e = golden::parse_case(
         format!(r#"{{"inputs":[],"outputs":[],"{long}":1}}"#).as_bytes(),
         "c",
-        "m",
         16,
     )
     .unwrap_err();
@@ -1721,7 +1720,6 @@ fn golden_and_profile_errors_do_not_echo_long_names() {
     let e = golden::parse_case(
         format!(r#"{{"inputs":[],"outputs":[{{"name":"{long}","data":[{{}}]}}]}}"#).as_bytes(),
         "c",
-        "m",
         16,
     )
     .unwrap_err();

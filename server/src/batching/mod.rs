@@ -23,48 +23,14 @@ use parking_lot::{Condvar, Mutex};
 use tokio::sync::oneshot;
 
 use crate::error::{Error, ErrorKind, Result};
+pub use crate::stats::Timings;
 use crate::stats::{Dropped, VersionStats};
-use crate::tensor::{Tensor, TensorData};
+use crate::tensor::Tensor;
 pub use execute::concat_fixed;
 use execute::run_batch;
 pub use policy::{BatchPolicy, Decision, Pending};
 
-/// Runs one batch. Implemented by the ONNX Runtime session wrapper; tests
-/// use mocks. Each executor thread owns one.
-pub trait Executor: Send + 'static {
-    /// Runs `inputs` (in model input order, each already batched) and returns
-    /// every model output for the whole batch.
-    fn run(&mut self, inputs: Vec<BatchInput<'_>>) -> Result<Vec<Tensor>>;
-}
-
-/// One input of a batch: the parts of every request, to be concatenated
-/// along the batch dimension by the executor (once, into its own buffer).
-#[derive(Debug)]
-pub struct BatchInput<'a> {
-    /// Input name.
-    pub name: &'a str,
-    /// Element type.
-    pub datatype: crate::tensor::DataType,
-    /// Shape of the whole batch.
-    pub shape: Vec<i64>,
-    /// Each request's data, in batch order.
-    pub parts: Vec<&'a TensorData>,
-}
-
-/// Phase durations of one request.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Timings {
-    /// Time in the queue.
-    pub queue: Duration,
-    /// Building the batch's input tensors.
-    pub compute_input: Duration,
-    /// The session run.
-    pub compute_infer: Duration,
-    /// Splitting and encoding outputs.
-    pub compute_output: Duration,
-    /// Rows in the batch the request rode in.
-    pub batch_rows: usize,
-}
+pub use crate::model::{BatchInput, Executor};
 
 /// What a request gets back from the executor.
 #[derive(Debug)]

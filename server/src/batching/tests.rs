@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::*;
-use crate::tensor::DataType;
+use crate::tensor::{DataType, TensorData};
 
 /// Echoes its one input as output `y`; announces each batch and waits for a go.
 struct Mock {

@@ -108,17 +108,32 @@ impl VersionDrift {
         Arc::new(VersionDrift { shared, tx })
     }
 
-    /// Offers one request's tensors for analysis; never blocks. Sampled by
-    /// `sample_rate` (deterministically: exactly that fraction of calls), then
-    /// queued, or dropped and counted when the queue is full.
+    /// Offers one request's tensors for analysis; never blocks: [`sample`]
+    /// then, when sampled, [`submit`].
+    ///
+    /// [`sample`]: VersionDrift::sample
+    /// [`submit`]: VersionDrift::submit
     pub fn observe(self: &Arc<Self>, inputs: Vec<Tensor>, outputs: Vec<Tensor>) {
+        if self.sample() {
+            self.submit(inputs, outputs);
+        }
+    }
+
+    /// Counts one request as offered and tells whether it is sampled, by
+    /// `sample_rate` (deterministically: exactly that fraction of calls). The
+    /// request path asks this before it copies any tensor.
+    pub fn sample(&self) -> bool {
         let sh = &self.shared;
         let n = sh.offered.fetch_add(1, Ordering::Relaxed);
         let rate = sh.settings.sample_rate;
-        if inputs.is_empty() && outputs.is_empty() || rate <= 0.0 {
-            return;
-        }
-        if rate < 1.0 && ((n + 1) as f64 * rate).floor() <= (n as f64 * rate).floor() {
+        rate >= 1.0 || rate > 0.0 && ((n + 1) as f64 * rate).floor() > (n as f64 * rate).floor()
+    }
+
+    /// Queues one sampled request's tensors, or drops and counts them when
+    /// the queue is full; never blocks.
+    pub fn submit(self: &Arc<Self>, inputs: Vec<Tensor>, outputs: Vec<Tensor>) {
+        let sh = &self.shared;
+        if inputs.is_empty() && outputs.is_empty() {
             return;
         }
         let job = Job {
@@ -297,7 +312,7 @@ fn run_job(job: Job) {
 /// - `model`, `version`, `settings`, `dropped_counter`: set at creation, read-only after.
 /// - `state`: the worker (under the mutex, per sample); [`VersionDrift::report`]
 ///   reads it and the drop of [`VersionDrift`] clears it, both under the mutex.
-/// - `offered`: incremented by [`VersionDrift::observe`] on every call (it is
+/// - `offered`: incremented by [`VersionDrift::sample`] on every call (it is
 ///   also the sampling counter); read by reports.
 /// - `sent`: incremented (Release) by `observe` once a job is queued; read
 ///   (Acquire) by [`VersionDrift::flush`] as the target to wait for.

@@ -33,7 +33,7 @@ pub struct DriftReport {
     pub alert: bool,
     /// Largest reported PSI.
     pub max_psi: Option<f64>,
-    /// `observe` calls.
+    /// Requests routed to the version and put to the sampler (failures included).
     pub offered: u64,
     /// Requests queued for analysis (after sampling).
     pub sampled: u64,

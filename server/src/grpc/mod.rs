@@ -12,11 +12,11 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status, Streaming};
 
+use crate::access::admin::Caller;
+use crate::access::{GrantedToken, grpc_group};
 use crate::error::{Error, Result};
-use crate::lifecycle::access::{GrantedToken, grpc_group};
-use crate::lifecycle::admin::Caller;
 use crate::metrics::Protocol;
-use crate::service::{InferRequest, InferResponse, Param, Service};
+use crate::service::{InferRequest, InferResponse, LoadParam, Param, Service};
 use crate::tensor::{DataType, Tensor, TensorData, decode_bytes_elements, echo, echo_shape, element_count};
 use crate::trace::{TRACEPARENT, TraceContext};
 
@@ -67,8 +67,8 @@ impl GrpcService {
         req: pb::ModelInferRequest,
         trace: Option<TraceContext>,
     ) -> Result<(pb::ModelInferResponse, Option<TraceContext>)> {
-        let mut request = decode_request(req, self.service.max_tensor_elements())
-            .inspect_err(|e| crate::metrics::unrouted_failure(Protocol::Grpc, e.kind))?;
+        let decoded = decode_request(req, self.service.max_tensor_elements());
+        let mut request = self.service.decoded(Protocol::Grpc, decoded)?;
         request.trace = trace;
         let response = self.service.infer(request).await?;
         let trace = response.trace;
@@ -118,12 +118,11 @@ pub fn decode_request(req: pb::ModelInferRequest, max_elements: usize) -> Result
             data,
         });
     }
+    crate::service::check_extensions(
+        req.parameters.keys().map(String::as_str),
+        req.outputs.iter().flat_map(|o| o.parameters.keys()).map(String::as_str),
+    )?;
     let parameters = convert_params(req.parameters);
-    if parameters.iter().any(|(k, _)| k == "classification")
-        || req.outputs.iter().any(|o| o.parameters.contains_key("classification"))
-    {
-        return Err(Error::unsupported("the classification extension is not supported"));
-    }
     Ok(InferRequest {
         model: req.model_name,
         version: opt(&req.model_version).map(str::to_string),
@@ -421,20 +420,15 @@ impl GrpcInferenceService for GrpcService {
         use pb::model_repository_parameter::ParameterChoice as C;
         let caller = caller(&req);
         let r = req.into_inner();
-        if r.parameters.keys().any(|k| k.starts_with("file:")) {
-            return Err(Error::unsupported(
-                "loading model files through the API ('file:' parameters) is not supported",
-            )
-            .into());
-        }
-        let config = match r.parameters.get("config").and_then(|p| p.parameter_choice.as_ref()) {
-            None => None,
-            Some(C::StringParam(s)) => Some(s.clone()),
-            Some(_) => return Err(Status::invalid_argument("parameter 'config' must be a string")),
-        };
-        self.service
-            .load_model(&r.model_name, config.as_deref(), &caller)
-            .await?;
+        let parameters: Vec<(String, LoadParam)> = r
+            .parameters
+            .into_iter()
+            .map(|(k, p)| match p.parameter_choice {
+                Some(C::StringParam(s)) => (k, LoadParam::Str(s)),
+                _ => (k, LoadParam::Other),
+            })
+            .collect();
+        self.service.load_model(&r.model_name, &parameters, &caller).await?;
         Ok(Response::new(pb::RepositoryModelLoadResponse {}))
     }
 

@@ -161,16 +161,15 @@ pub fn decode_request(
     }
     let parameters = convert_params(parsed.parameters.as_ref())?;
     let all_binary = flag(parsed.parameters.as_ref(), "binary_data_output")?.unwrap_or(false);
-    if parameters.iter().any(|(k, _)| k == "classification") {
-        return Err(Error::unsupported("the classification extension is not supported"));
-    }
+    let outputs_parameters = parsed.outputs.iter().flatten().filter_map(|o| o.parameters.as_ref());
+    crate::service::check_extensions(
+        parameters.iter().map(|(k, _)| k.as_str()),
+        outputs_parameters.flat_map(|p| p.keys()).map(String::as_str),
+    )?;
     let mut outputs = Vec::new();
     let mut binary_outputs = Vec::new();
     let mut json_outputs = Vec::new();
     for o in parsed.outputs.unwrap_or_default() {
-        if o.parameters.as_ref().is_some_and(|p| p.contains_key("classification")) {
-            return Err(Error::unsupported("the classification extension is not supported"));
-        }
         match flag(o.parameters.as_ref(), "binary_data")? {
             Some(true) => binary_outputs.push(o.name.clone()),
             Some(false) => json_outputs.push(o.name.clone()),

@@ -17,12 +17,12 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::access::admin::Caller;
+use crate::access::{GrantedToken, http_group};
 use crate::error::Error;
-use crate::lifecycle::access::{GrantedToken, http_group};
-use crate::lifecycle::admin::Caller;
 use crate::metrics::Protocol;
 use crate::repository::config::{config_to_json, message_to_json};
-use crate::service::{ModelMetadata, Service, TensorMeta};
+use crate::service::{LoadParam, ModelMetadata, Service, TensorMeta};
 use crate::trace::{TRACEPARENT, TraceContext};
 use switchyard_proto::inference::ModelStatisticsResponse;
 
@@ -276,17 +276,15 @@ async fn load(
     } else {
         serde_json::from_slice(&body).map_err(|e| Error::invalid(format!("malformed load request: {e}")))?
     };
-    if req.parameters.keys().any(|k| k.starts_with("file:")) {
-        return Err(Error::unsupported(
-            "loading model files through the API ('file:' parameters) is not supported",
-        ));
-    }
-    let config = match req.parameters.get("config") {
-        None => None,
-        Some(Value::String(c)) => Some(c.clone()),
-        Some(_) => return Err(Error::invalid("parameter 'config' must be a JSON string")),
-    };
-    s.service.load_model(&model, config.as_deref(), &caller).await?;
+    let parameters: Vec<(String, LoadParam)> = req
+        .parameters
+        .into_iter()
+        .map(|(k, v)| match v {
+            Value::String(c) => (k, LoadParam::Str(c)),
+            _ => (k, LoadParam::Other),
+        })
+        .collect();
+    s.service.load_model(&model, &parameters, &caller).await?;
     Ok(Json(json!({})))
 }
 
@@ -432,15 +430,15 @@ async fn do_infer(s: AppState, model: String, version: Option<String>, req: Requ
         .and_then(|v| v.to_str().ok())
         .and_then(TraceContext::parse);
     let body = read_body(req.into_body(), s.max_body).await?;
-    let mut decoded = codec::decode_request(
+    let decoded = codec::decode_request(
         body,
         header_len,
         &model,
         version.as_deref(),
         s.service.max_tensor_elements(),
         received,
-    )
-    .inspect_err(|e| crate::metrics::unrouted_failure(crate::metrics::Protocol::Http, e.kind))?;
+    );
+    let mut decoded = s.service.decoded(Protocol::Http, decoded)?;
     decoded.request.trace = trace;
     let response = s.service.infer(decoded.request).await?;
     let encoded = codec::encode_response(&response, &decoded.format)?;

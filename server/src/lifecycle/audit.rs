@@ -6,29 +6,13 @@
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
+use crate::util::{Precision, rfc3339};
 use parking_lot::Mutex;
 use serde::Serialize;
 
-/// Who asked for an action.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Actor {
-    /// `token:<id>`, `peer:<address>`, or an internal actor (`startup`, `poll`, `auto-rollback`).
-    pub name: String,
-    /// The connection's peer address, when it came over the network.
-    pub peer: Option<String>,
-}
-
-impl Actor {
-    /// An action the server took by itself.
-    pub fn internal(name: &str) -> Actor {
-        Actor {
-            name: name.to_string(),
-            peer: None,
-        }
-    }
-}
+pub use crate::access::Actor;
 
 /// One audit record.
 #[derive(Debug, Clone, Serialize)]
@@ -97,10 +81,11 @@ impl Audit {
 
     /// Records one event (control actions are rare: written and flushed at once).
     pub fn record(&self, actor: &Actor, event: Event<'_>) {
+        let name = actor.name();
         let record = Record {
-            time: rfc3339(SystemTime::now()),
-            actor: &actor.name,
-            peer: actor.peer.as_deref(),
+            time: rfc3339(SystemTime::now(), Precision::Millis),
+            actor: &name,
+            peer: actor.peer(),
             action: event.action,
             model: event.model,
             version: event.version,
@@ -121,51 +106,17 @@ impl Audit {
     }
 }
 
-/// `YYYY-MM-DDTHH:MM:SS.mmmZ`.
-pub fn rfc3339(t: SystemTime) -> String {
-    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = d.as_secs() as i64;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        d.subsec_millis()
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
-
-    #[test]
-    fn formats_utc_times() {
-        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
-        let t = UNIX_EPOCH + Duration::from_millis(1_795_708_800_123); // 2026-11-26
-        assert_eq!(rfc3339(t), "2026-11-26T16:00:00.123Z");
-        let leap = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
-        assert_eq!(rfc3339(leap), "2000-02-29T00:00:00.000Z");
-    }
 
     #[test]
     fn appends_json_lines() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit/audit.jsonl");
         let audit = Audit::open(Some(&path)).unwrap();
-        let actor = Actor {
-            name: "token:ci".into(),
+        let actor = Actor::Api {
+            token: Some("ci".into()),
             peer: Some("127.0.0.1:5000".into()),
         };
         for ok in [true, false] {

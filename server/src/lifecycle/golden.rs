@@ -32,6 +32,7 @@ use std::time::Instant;
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::failure::{FailureKind, LoadFailure};
 use crate::registry::VersionHandle;
 use crate::tensor::{Tensor, TensorData, bound_message, echo};
 
@@ -161,12 +162,7 @@ struct Tolerance {
 }
 
 /// Reads the golden set under `version_dir/validation`, if there is one.
-pub fn load(
-    repo: &Repository,
-    version_dir: &Path,
-    model: &str,
-    max_elements: usize,
-) -> Result<Option<GoldenSet>, String> {
+pub fn load(repo: &Repository, version_dir: &Path, max_elements: usize) -> Result<Option<GoldenSet>, String> {
     let dir = version_dir.join("validation");
     if !dir.is_dir() {
         return Ok(None);
@@ -210,26 +206,24 @@ pub fn load(
     }
     let cases = files
         .iter()
-        .map(|f| read_case(repo, f, model, max_elements).map_err(|e| format!("{}: {e}", f.display())))
+        .map(|f| read_case(repo, f, max_elements).map_err(|e| format!("{}: {e}", f.display())))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Some(GoldenSet { dir, cases, budget }))
 }
 
-fn read_case(repo: &Repository, path: &Path, model: &str, max_elements: usize) -> Result<Case, String> {
+fn read_case(repo: &Repository, path: &Path, max_elements: usize) -> Result<Case, String> {
     let raw = repo.read(path, MAX_SIDE_FILE_BYTES)?;
     let name = path
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
-    parse_case(&raw, &name, model, max_elements)
+    parse_case(&raw, &name, max_elements)
 }
 
 /// Parses the bytes of one case file (`name` is the case's name, the file
 /// stem); the inputs are checked against `max_elements` as a request's are.
-pub fn parse_case(raw: &[u8], name: &str, model: &str, max_elements: usize) -> Result<Case, String> {
+pub fn parse_case(raw: &[u8], name: &str, max_elements: usize) -> Result<Case, String> {
     let file: CaseFile = serde_json::from_slice(raw).map_err(|e| bound_message(format!("malformed case: {e}")))?;
-    // Inputs are V2 JSON tensors; their decoding does not depend on the model.
-    let _ = model;
     let inputs = (file.inputs.iter())
         .map(|v| crate::tensor::json::parse_tensor(v, max_elements))
         .collect::<crate::error::Result<Vec<_>>>()
@@ -359,12 +353,14 @@ pub fn compare(case: &Case, outputs: &[Tensor]) -> Result<(), String> {
 }
 
 /// Runs every case on the (unpublished) version, then the latency budget.
-pub async fn check(handle: &VersionHandle, set: &GoldenSet, max_elements: usize) -> Result<Report, String> {
+pub async fn check(handle: &VersionHandle, set: &GoldenSet, max_elements: usize) -> Result<Report, LoadFailure> {
+    let golden = |e: String| LoadFailure::new(FailureKind::Golden, e);
+    let budget_failure = |e: String| LoadFailure::new(FailureKind::Budget, e);
     for case in &set.cases {
         let out = super::run_direct(handle, case.inputs.clone(), max_elements)
             .await
-            .map_err(|e| format!("golden case '{}': {e}", case.name))?;
-        compare(case, &out.outputs).map_err(|e| format!("golden case '{}': {e}", case.name))?;
+            .map_err(|e| golden(format!("golden case '{}': {e}", case.name)))?;
+        compare(case, &out.outputs).map_err(|e| golden(format!("golden case '{}': {e}", case.name)))?;
     }
     let mut report = Report {
         cases: set.cases.len(),
@@ -377,7 +373,7 @@ pub async fn check(handle: &VersionHandle, set: &GoldenSet, max_elements: usize)
             let started = Instant::now();
             super::run_direct(handle, case.inputs.clone(), max_elements)
                 .await
-                .map_err(|e| format!("latency budget, case '{}': {e}", case.name))?;
+                .map_err(|e| budget_failure(format!("latency budget, case '{}': {e}", case.name)))?;
             samples.push(started.elapsed().as_secs_f64() * 1000.0);
         }
         samples.sort_by(f64::total_cmp);
@@ -385,10 +381,10 @@ pub async fn check(handle: &VersionHandle, set: &GoldenSet, max_elements: usize)
         let p99 = samples[idx];
         report.p99_ms = Some(p99);
         if p99 > budget.p99_ms {
-            return Err(format!(
+            return Err(budget_failure(format!(
                 "latency budget: p99 {p99:.3} ms over {} requests is above the budget of {} ms",
                 budget.requests, budget.p99_ms
-            ));
+            )));
         }
     }
     Ok(report)
@@ -446,7 +442,7 @@ mod tests {
                 "outputs":[{"name":"Y","shape":[1,2],"data":[[2,4]]}],"tolerance":{"absolute":0.5}}"#,
         )
         .unwrap();
-        let set = load(&Repository::new(dir.path()), dir.path(), "m", 1 << 20)
+        let set = load(&Repository::new(dir.path()), dir.path(), 1 << 20)
             .unwrap()
             .unwrap();
         assert_eq!(set.cases.len(), 1);
@@ -455,19 +451,19 @@ mod tests {
         assert_eq!(set.cases[0].inputs[0].shape, vec![1, 2]);
         std::fs::write(dir.path().join("validation/budget.json"), r#"{"p99_ms": -1}"#).unwrap();
         assert!(
-            load(&Repository::new(dir.path()), dir.path(), "m", 1 << 20)
+            load(&Repository::new(dir.path()), dir.path(), 1 << 20)
                 .unwrap_err()
                 .contains("p99_ms")
         );
         std::fs::remove_file(dir.path().join("validation/budget.json")).unwrap();
         std::fs::write(cases.join("b.json"), r#"{"inputs": []}"#).unwrap();
         assert!(
-            load(&Repository::new(dir.path()), dir.path(), "m", 1 << 20)
+            load(&Repository::new(dir.path()), dir.path(), 1 << 20)
                 .unwrap_err()
                 .contains("b.json")
         );
         assert!(
-            load(&Repository::new(dir.path()), &dir.path().join("nothing"), "m", 1)
+            load(&Repository::new(dir.path()), &dir.path().join("nothing"), 1)
                 .unwrap()
                 .is_none()
         );

@@ -16,6 +16,7 @@ use bytes::Bytes;
 use switchyard_proto::inference::model_warmup::input::InputDataType;
 use switchyard_proto::inference::{ModelConfig, model_config};
 
+use super::failure::{FailureKind, LoadFailure};
 use crate::registry::{TensorSpec, VersionHandle};
 use crate::tensor::{DataType, Tensor, TensorData, decode_bytes_elements, element_count};
 
@@ -35,6 +36,18 @@ pub struct WarmupRequest {
 
 /// The warm-up requests of a version.
 pub fn plan(
+    config: &ModelConfig,
+    inputs: &[TensorSpec],
+    repo: &Repository,
+    model_dir: &Path,
+    synthetic: bool,
+    max_elements: usize,
+) -> Result<Vec<WarmupRequest>, LoadFailure> {
+    plan_requests(config, inputs, repo, model_dir, synthetic, max_elements)
+        .map_err(|e| LoadFailure::new(FailureKind::Config, e))
+}
+
+fn plan_requests(
     config: &ModelConfig,
     inputs: &[TensorSpec],
     repo: &Repository,
@@ -223,12 +236,14 @@ pub async fn run(
     plan: &[WarmupRequest],
     instances: usize,
     max_elements: usize,
-) -> Result<(), String> {
+) -> Result<(), LoadFailure> {
     for request in plan {
         for _ in 0..request.count {
             let runs = (0..instances.max(1)).map(|_| super::run_direct(handle, request.inputs.clone(), max_elements));
             for result in futures::future::join_all(runs).await {
-                result.map_err(|e| format!("warm-up '{}' failed: {e}", request.name))?;
+                result.map_err(|e| {
+                    LoadFailure::new(FailureKind::Warmup, format!("warm-up '{}' failed: {e}", request.name))
+                })?;
             }
         }
     }

@@ -70,6 +70,11 @@ pub fn load_duration(model: &str, version: &str, seconds: f64) {
     metrics::histogram!(MODEL_LOAD_DURATION, "model" => model.to_string()).record(seconds);
 }
 
+/// Counts one version refused by the deploy pipeline (`reason`: the failure kind's label).
+pub fn load_failure(model: &str, reason: &'static str) {
+    metrics::counter!(MODEL_LOAD_FAILURES, "model" => model.to_string(), "reason" => reason).increment(1);
+}
+
 /// Which frontend a request came through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {

@@ -39,6 +39,8 @@ pub const MODEL_READY: &str = "switchyard_model_ready";
 pub const MODEL_STATE: &str = "switchyard_model_state";
 /// Time to load a model version.
 pub const MODEL_LOAD_DURATION: &str = "switchyard_model_load_duration_seconds";
+/// Versions refused by the deploy pipeline, by `model` and `reason`.
+pub const MODEL_LOAD_FAILURES: &str = "switchyard_model_load_failures_total";
 /// Executor-thread CPU time spent in session runs.
 pub const COMPUTE_CPU: &str = "switchyard_compute_cpu_seconds_total";
 /// Time executors waited for work.
@@ -166,6 +168,11 @@ pub(super) fn describe_all(triton_names: bool) {
         "1 for the current state of a model version (LOADING, READY, UNAVAILABLE), 0 for the others."
     );
     describe_histogram!(MODEL_LOAD_DURATION, Unit::Seconds, "Time to load a model version.");
+    describe_counter!(
+        MODEL_LOAD_FAILURES,
+        "Versions refused by the deploy pipeline, by model and reason (read, config, model, build, warmup, golden, \
+         budget, drift_reference, resources)."
+    );
     describe_gauge!(
         COMPUTE_CPU,
         Unit::Seconds,

@@ -1,10 +1,60 @@
 //! Models as the rest of the server sees them: a signature (inputs and
-//! outputs with types and shapes) and an executor that runs batches. Only
-//! `onnx` touches ONNX Runtime.
+//! outputs with types and shapes) and executors that run batches, built by a
+//! [`Backend`] from a model file's bytes. Only `onnx` touches ONNX Runtime;
+//! the deploy pipeline sees the [`Backend`] trait, so it runs with a mock in tests.
 
 pub mod onnx;
 
-use crate::tensor::DataType;
+use crate::error::Result;
+use crate::tensor::{DataType, Tensor, TensorData};
+
+/// Runs one batch. Implemented by the ONNX Runtime session wrapper; tests
+/// use mocks. Each executor thread of the `batching` scheduler owns one.
+pub trait Executor: Send + 'static {
+    /// Runs `inputs` (in model input order, each already batched) and returns
+    /// every model output for the whole batch.
+    fn run(&mut self, inputs: Vec<BatchInput<'_>>) -> Result<Vec<Tensor>>;
+}
+
+/// One input of a batch: the parts of every request, to be concatenated
+/// along the batch dimension by the executor (once, into its own buffer).
+#[derive(Debug)]
+pub struct BatchInput<'a> {
+    /// Input name.
+    pub name: &'a str,
+    /// Element type.
+    pub datatype: crate::tensor::DataType,
+    /// Shape of the whole batch.
+    pub shape: Vec<i64>,
+    /// Each request's data, in batch order.
+    pub parts: Vec<&'a TensorData>,
+}
+
+/// Builds the executors of a model version.
+pub trait Backend: Send + Sync + 'static {
+    /// `instances` executors for the model file `model` (blocking). An
+    /// `InvalidArgument` error means the file was refused; any other kind is
+    /// the server's failure.
+    fn load(&self, model: &[u8], settings: &SessionSettings, instances: usize) -> Result<Loaded>;
+}
+
+/// Sessions of one model version, ready to execute.
+pub struct Loaded {
+    /// The model's inputs and outputs.
+    pub signature: Signature,
+    /// One executor per instance.
+    pub executors: Vec<Box<dyn Executor>>,
+    /// Where the sessions run.
+    pub device: Device,
+    /// Why the device differs from the request, when it does.
+    pub device_note: Option<String>,
+}
+
+impl std::fmt::Debug for Loaded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Loaded").field("device", &self.device).finish()
+    }
+}
 
 /// One input or output as the model file declares it.
 #[derive(Debug, Clone, PartialEq)]

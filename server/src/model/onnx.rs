@@ -20,8 +20,7 @@ use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
 use ort::session::{Session, SessionInputValue};
 use ort::value::{DynTensor, DynTensorValueType, DynValue, TensorElementType, ValueType};
 
-use super::{Device, DeviceRequest, IoSpec, SessionSettings, Signature};
-use crate::batching::{BatchInput, Executor};
+use super::{BatchInput, Device, DeviceRequest, Executor, IoSpec, Loaded, SessionSettings, Signature};
 use crate::error::{Error, Result};
 use crate::tensor::{DataType, Tensor, TensorData};
 
@@ -95,21 +94,14 @@ fn environment() -> Result<&'static Environment> {
         .ok_or_else(|| Error::internal("ONNX Runtime is not initialised"))
 }
 
-/// Sessions of one model version, ready to execute.
-pub struct Loaded {
-    /// The model's inputs and outputs.
-    pub signature: Signature,
-    /// One executor per instance.
-    pub executors: Vec<Box<dyn Executor>>,
-    /// Where the sessions run.
-    pub device: Device,
-    /// Why the device differs from the request, when it does.
-    pub device_note: Option<String>,
-}
+/// The ONNX Runtime backend: builds sessions with [`load`]. A file the
+/// runtime refuses is the model's fault (400), not the server's.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OnnxBackend;
 
-impl std::fmt::Debug for Loaded {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Loaded").field("device", &self.device).finish()
+impl super::Backend for OnnxBackend {
+    fn load(&self, model: &[u8], settings: &SessionSettings, instances: usize) -> Result<Loaded> {
+        load(model, settings, instances).map_err(Error::invalid)
     }
 }
 

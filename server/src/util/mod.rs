@@ -8,13 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 /// `bytes` as lowercase hex, two digits per byte.
 pub fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(char::from(DIGITS[usize::from(b >> 4)]));
-        s.push(char::from(DIGITS[usize::from(b & 15)]));
-    }
-    s
+    ::hex::encode(bytes)
 }
 
 /// Exactly `2 * N` lowercase hex digits as `N` bytes; `None` for anything
@@ -50,36 +44,11 @@ pub enum Precision {
 /// `time` in RFC 3339, UTC, e.g. `2025-01-02T03:04:05.123456Z` with
 /// [`Precision::Micros`]. Times before 1970 are clamped to the epoch.
 pub fn rfc3339(time: SystemTime, precision: Precision) -> String {
-    let d = time.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = d.as_secs();
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let (y, m, day) = civil_from_days(days as i64);
-    let (h, min, s) = (rem / 3600, rem % 3600 / 60, rem % 60);
+    let time = time.max(UNIX_EPOCH);
     match precision {
-        Precision::Millis => format!(
-            "{y:04}-{m:02}-{day:02}T{h:02}:{min:02}:{s:02}.{:03}Z",
-            d.subsec_millis()
-        ),
-        Precision::Micros => format!(
-            "{y:04}-{m:02}-{day:02}T{h:02}:{min:02}:{s:02}.{:06}Z",
-            d.subsec_micros()
-        ),
+        Precision::Millis => humantime::format_rfc3339_millis(time).to_string(),
+        Precision::Micros => humantime::format_rfc3339_micros(time).to_string(),
     }
-}
-
-/// Year, month and day of the proleptic Gregorian calendar for `z` days
-/// since 1970-01-01 (the era-based days-to-civil conversion).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
 }
 
 #[cfg(test)]

@@ -9,13 +9,22 @@
 //! The decision is made here; the frontends map a request to its [`Group`]
 //! (the tables [`http_group`] and [`grpc_group`]), pass a header lookup and
 //! convert the [`Error`].
+//!
+//! [`admin`] decides who may run control actions (admin tokens, the admin
+//! listener); [`Actor`] is who the audit trail names for an action.
 
 use std::path::PathBuf;
 
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use super::admin::{TokenSet, bearer};
+mod actor;
+pub mod admin;
+
+pub use actor::Actor;
+
+use admin::{TokenSet, bearer};
+
 use crate::error::{Error, ErrorKind, Result};
 use crate::metrics::Protocol;
 

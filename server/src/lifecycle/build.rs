@@ -1,6 +1,7 @@
-//! The load pipeline of one model version: read and hash the file, build
-//! sessions and executors, then (async) warm up and check the golden set.
-//! Nothing here touches the routing table; `Registry::load` publishes.
+//! The blocking steps of loading one version: read and hash the model file,
+//! build its executors through the [`Backend`], complete the config from the
+//! model's signature and start the version's queue. Warm-up, the golden set
+//! and publication follow in [`super::pipeline`] and [`super::deploy`].
 
 use std::path::Path;
 use std::sync::Arc;
@@ -11,46 +12,62 @@ use switchyard_proto::inference::{
     ModelConfig, ModelDynamicBatching, ModelParameter, ModelQueuePolicy, model_config, model_queue_policy,
 };
 
-use super::{DEFAULT_QUEUE_CAPACITY, LoadSettings, MAX_PRIORITY_LEVELS, TensorSpec, VersionHandle};
+use super::failure::{FailureKind, LoadFailure};
+use super::pipeline::LoadSettings;
 use crate::batching::{BatchPolicy, BatchQueue, LevelPolicy, QueuePolicy};
-use crate::lifecycle::window::HealthWindow;
+use crate::error::ErrorKind;
 use crate::metrics::VersionMetrics;
-use crate::model::{Device, onnx};
+use crate::model::{Backend, Device};
 use crate::predlog::ModelLogPolicy;
+use crate::registry::{HealthWindow, TensorSpec, VersionHandle};
 use crate::repository::{ModelSource, Repository, config};
 use crate::stats::VersionStats;
 use crate::tensor::DataType;
+use crate::util::hex;
+
+/// Requests a version queues at most when its config sets no `max_queue_size`.
+pub const DEFAULT_QUEUE_CAPACITY: usize = 1024;
+/// Priority levels a config may declare.
+pub const MAX_PRIORITY_LEVELS: usize = 16;
 
 /// The model file's bytes and SHA-256 (blocking).
-pub(super) fn read_file(repo: &Repository, name: &str, version: i64, file: &Path) -> Result<(Vec<u8>, String), String> {
+pub fn read_file(repo: &Repository, name: &str, version: i64, file: &Path) -> Result<(Vec<u8>, String), LoadFailure> {
     let bytes = repo
         .read(file, repo.max_model_file_bytes())
-        .map_err(|e| format!("model '{name}' version {version}: {e}"))?;
+        .map_err(|e| LoadFailure::new(FailureKind::Read, e).at(name, version))?;
     let digest = hex(&Sha256::digest(&bytes));
     Ok((bytes, digest))
 }
 
 /// Builds a version's sessions and executors (blocking); not yet warmed up or published.
-pub(super) fn load_version(
+pub fn build_version(
     source: &ModelSource,
     version: i64,
     bytes: &[u8],
     digest: String,
     settings: &LoadSettings,
-) -> Result<VersionHandle, String> {
+    backend: &dyn Backend,
+) -> Result<VersionHandle, LoadFailure> {
     let name = &source.name;
-    let at = |msg: String| format!("model '{name}' version {version}: {msg}");
+    let at = |kind: FailureKind| move |msg: String| LoadFailure::new(kind, msg).at(name, version);
     let mut config = source.config.clone();
-    let session_settings = config::session_settings(&config, settings.cores).map_err(at)?;
+    let session_settings = config::session_settings(&config, settings.cores).map_err(at(FailureKind::Config))?;
     let instances = config::instance_count(&config);
-    let loaded = onnx::load(bytes, &session_settings, instances).map_err(&at)?;
+    let loaded = backend.load(bytes, &session_settings, instances).map_err(|e| {
+        let kind = match e.kind {
+            ErrorKind::InvalidArgument => FailureKind::Model,
+            _ => FailureKind::Build,
+        };
+        at(kind)(e.message)
+    })?;
     config::complete(
         &mut config,
         &loaded.signature,
         name,
         version,
         settings.default_max_batch_size,
-    )?;
+    )
+    .map_err(|e| LoadFailure::new(FailureKind::Config, e))?;
     record_device(&mut config, loaded.device, loaded.device_note.as_deref());
     config.parameters.insert(
         "model_sha256".into(),
@@ -58,7 +75,7 @@ pub(super) fn load_version(
             string_value: digest.clone(),
         },
     );
-    let (inputs, outputs) = tensor_specs(&config).map_err(at)?;
+    let (inputs, outputs) = tensor_specs(&config).map_err(|e| e.at(name, version))?;
     let max_batch_size = config.max_batch_size.max(0) as usize;
     let dynamic = match &config.scheduling_choice {
         Some(model_config::SchedulingChoice::DynamicBatching(d)) => Some(d),
@@ -89,7 +106,7 @@ pub(super) fn load_version(
     queue.set_warming(true);
     queue
         .spawn_executors(&format!("{name}-{version}"), loaded.executors)
-        .map_err(|e| at(format!("cannot start executor threads: {e}")))?;
+        .map_err(|e| at(FailureKind::Build)(format!("cannot start executor threads: {e}")))?;
     let config_digest = hex(&Sha256::digest(config::config_to_json(&config).to_string().as_bytes()));
     Ok(VersionHandle {
         model: name.clone(),
@@ -99,7 +116,8 @@ pub(super) fn load_version(
         config_digest,
         health: HealthWindow::default(),
         loaded_at: SystemTime::now(),
-        log_policy: ModelLogPolicy::from_config(&config).map_err(|e| at(format!("prediction_log: {e}")))?,
+        log_policy: ModelLogPolicy::from_config(&config)
+            .map_err(|e| at(FailureKind::Config)(format!("prediction_log: {e}")))?,
         drift: None,
         metrics: VersionMetrics::new(name, &version_label),
         version_label,
@@ -115,7 +133,7 @@ pub(super) fn load_version(
 }
 
 /// Triton's queue policies: a default one, optionally per priority level.
-pub(super) fn queue_policy(dynamic: Option<&ModelDynamicBatching>) -> QueuePolicy {
+pub fn queue_policy(dynamic: Option<&ModelDynamicBatching>) -> QueuePolicy {
     let Some(d) = dynamic else {
         return QueuePolicy::single(DEFAULT_QUEUE_CAPACITY);
     };
@@ -171,9 +189,11 @@ fn record_device(config: &mut ModelConfig, device: Device, note: Option<&str>) {
     );
 }
 
-fn tensor_specs(config: &ModelConfig) -> Result<(Vec<TensorSpec>, Vec<TensorSpec>), String> {
-    let dt =
-        |v: i32, name: &str| DataType::from_config_enum(v).ok_or_else(|| format!("tensor '{name}' has no datatype"));
+fn tensor_specs(config: &ModelConfig) -> Result<(Vec<TensorSpec>, Vec<TensorSpec>), LoadFailure> {
+    let dt = |v: i32, name: &str| {
+        DataType::from_config_enum(v)
+            .ok_or_else(|| LoadFailure::new(FailureKind::Config, format!("tensor '{name}' has no datatype")))
+    };
     let inputs = config
         .input
         .iter()
@@ -185,7 +205,7 @@ fn tensor_specs(config: &ModelConfig) -> Result<(Vec<TensorSpec>, Vec<TensorSpec
                 optional: i.optional,
             })
         })
-        .collect::<Result<_, String>>()?;
+        .collect::<Result<_, LoadFailure>>()?;
     let outputs = config
         .output
         .iter()
@@ -197,10 +217,6 @@ fn tensor_specs(config: &ModelConfig) -> Result<(Vec<TensorSpec>, Vec<TensorSpec
                 optional: false,
             })
         })
-        .collect::<Result<_, String>>()?;
+        .collect::<Result<_, LoadFailure>>()?;
     Ok((inputs, outputs))
-}
-
-pub(super) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

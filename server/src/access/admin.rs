@@ -8,7 +8,7 @@ use std::path::Path;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use super::audit::Actor;
+use super::Actor;
 use crate::error::{Error, ErrorKind, Result};
 
 /// How an admin request arrived.
@@ -153,12 +153,8 @@ impl AdminAuth {
         let peer = caller.peer.clone();
         // Without admin tokens, a caller that passed an API group's token
         // (`--api-token-file`) is still named by that token's id.
-        let anonymous = Actor {
-            name: match (&caller.api_token, &peer) {
-                (Some(id), _) => format!("token:{id}"),
-                (None, Some(p)) => format!("peer:{p}"),
-                (None, None) => "local".to_string(),
-            },
+        let anonymous = Actor::Api {
+            token: caller.api_token.clone(),
             peer: peer.clone(),
         };
         if self.separate_listener && !caller.admin_listener {
@@ -184,8 +180,8 @@ impl AdminAuth {
         };
         match self.tokens.find(presented) {
             Some(id) => (
-                Actor {
-                    name: format!("token:{id}"),
+                Actor::Api {
+                    token: Some(id.to_string()),
                     peer,
                 },
                 Ok(()),
@@ -219,14 +215,14 @@ mod tests {
         let auth = AdminAuth::new(Some(&file), Some("env-token-0123456789"), false).unwrap();
         let (actor, ok) = auth.authorize(&caller(Some("Bearer 0123456789abcdef0123"), false));
         assert!(ok.is_ok());
-        assert_eq!(actor.name, "token:ci");
-        assert_eq!(actor.peer.as_deref(), Some("10.0.0.1:5000"));
+        assert_eq!(actor.name(), "token:ci");
+        assert_eq!(actor.peer(), Some("10.0.0.1:5000"));
         let (actor, ok) = auth.authorize(&caller(Some("Bearer env-token-0123456789"), false));
         assert!(ok.is_ok());
-        assert_eq!(actor.name, "token:env");
+        assert_eq!(actor.name(), "token:env");
         let (actor, err) = auth.authorize(&caller(Some("Bearer wrong-token-0123456789"), false));
         assert_eq!(err.unwrap_err().kind, ErrorKind::Unauthenticated);
-        assert_eq!(actor.name, "peer:10.0.0.1:5000");
+        assert_eq!(actor.name(), "peer:10.0.0.1:5000");
         assert_eq!(
             auth.authorize(&caller(None, false)).1.unwrap_err().kind,
             ErrorKind::Unauthenticated

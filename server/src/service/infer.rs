@@ -1,0 +1,95 @@
+//! Inference: route (the registry picks the version), run (admission, the
+//! version's queue, its executors), observe (statistics, spans, drift, the
+//! prediction log through [`super::observe`]).
+
+use std::sync::Arc;
+
+use tracing::Instrument;
+
+use super::observe::{self, Finished};
+use super::{InferRequest, InferResponse, Service};
+use crate::admission::prepare_job;
+use crate::error::{Error, Result};
+use crate::metrics::{self, Protocol};
+use crate::registry::VersionHandle;
+use crate::trace::TraceContext;
+
+impl Service {
+    /// Runs an inference request.
+    pub async fn infer(&self, request: InferRequest) -> Result<InferResponse> {
+        let protocol = request.protocol;
+        let handle = match self.inner.registry.resolve(&request.model, request.version.as_deref()) {
+            Ok(h) => h,
+            Err(e) => {
+                metrics::unrouted_failure(protocol, e.kind);
+                return Err(e);
+            }
+        };
+        let _inflight = handle.metrics.start_request();
+        // Decided before the inputs move into the queue: copied only when an observer takes them.
+        let observers = &self.inner.observers;
+        let wanted: Vec<bool> = observers.iter().map(|o| o.wants_payload(&handle)).collect();
+        let inputs = wanted.contains(&true).then(|| request.inputs.clone());
+        let (id, received, parent) = (request.id.clone(), request.received, request.trace);
+        let label = request.version.clone().filter(|v| v.parse::<i64>().is_err());
+        let trace = match parent {
+            Some(p) => Some(p.child()),
+            None if self.inner.otlp.enabled() => Some(TraceContext::root()),
+            None => None,
+        };
+        let span = match (&trace, &parent) {
+            (Some(t), Some(parent)) => tracing::debug_span!("infer", model = %handle.model, version = handle.version,
+                id = %id, trace_id = %t.trace_id_hex(), span_id = %t.span_id_hex(),
+                parent_id = %parent.span_id_hex()),
+            _ => tracing::debug_span!("infer", model = %handle.model, version = handle.version, id = %id),
+        };
+        let result = self.run(&handle, request, trace).instrument(span).await;
+        let done = Finished {
+            handle: &handle,
+            protocol,
+            id: &id,
+            label: label.as_deref(),
+            elapsed: received.elapsed(),
+            result: &result,
+            trace,
+            parent,
+        };
+        observe::notify(observers, &wanted, &done, inputs);
+        result
+    }
+
+    /// Counts a request the frontend could not decode: a failure that never
+    /// reached a model. Returns `decoded` as it was.
+    pub fn decoded<T>(&self, protocol: Protocol, decoded: Result<T>) -> Result<T> {
+        decoded.inspect_err(|e| metrics::unrouted_failure(protocol, e.kind))
+    }
+
+    async fn run(
+        &self,
+        handle: &Arc<VersionHandle>,
+        request: InferRequest,
+        trace: Option<TraceContext>,
+    ) -> Result<InferResponse> {
+        let (mut job, rx) = prepare_job(
+            handle,
+            request.inputs,
+            request.outputs,
+            &request.parameters,
+            request.received,
+            self.inner.max_tensor_elements,
+        )?;
+        job.trace = trace;
+        handle.queue.submit(job)?;
+        let output = rx
+            .await
+            .map_err(|_| Error::internal("the executor stopped before answering"))??;
+        Ok(InferResponse {
+            model: handle.model.clone(),
+            version: handle.version_label.clone(),
+            id: request.id,
+            outputs: output.outputs,
+            timings: output.timings,
+            trace,
+        })
+    }
+}
