@@ -151,6 +151,7 @@ impl Server {
         let prometheus = config
             .allow_metrics
             .then(|| metrics::install_with(&config.metrics_settings()));
+        let upkeep = prometheus.as_ref().map(metrics::upkeep);
         let service = Service::new(&config)?;
         let http_addr = listeners.http.local_addr()?;
         let admin_addr = listeners.admin.as_ref().map(|l| l.local_addr()).transpose()?;
@@ -307,9 +308,15 @@ impl Server {
             let _ = control.await;
             // Bounded: a reload still holding a model's control lock must not hold the exit.
             let _ = tokio::time::timeout(Duration::from_secs(5), svc.retire_all()).await;
-            // 4. Records already taken are written before the process exits.
+            // 4. Background work ends: rollback watchers and stream readers are
+            //    cancelled, the retired versions' executor threads joined.
+            if svc.background().shutdown(Duration::from_secs(5)).await {
+                tracing::info!("background tasks ended, executor threads joined");
+            }
+            // 5. Records already taken are written before the process exits.
             let log = svc.prediction_log().clone();
             let _ = tokio::task::spawn_blocking(move || log.flush(Duration::from_secs(5))).await;
+            drop(upkeep);
             result
         });
         Ok(Server {
@@ -482,14 +489,5 @@ async fn poll_once(service: &Service, repo: &repository::Repository, seen: &mut 
         if service.registry().get(&name).is_some() {
             let _ = service.deployer().unload(&name, &Actor::Poll).await;
         }
-    }
-}
-
-/// Lowers the calling thread to the lowest scheduling priority (nice 19):
-/// background work (prediction-log sinks, drift analysis, span export) then
-/// takes only CPU that inference leaves idle. Best effort: a refusal is logged.
-pub fn background_priority(what: &str) {
-    if let Err(e) = thread_priority::set_current_thread_priority(thread_priority::ThreadPriority::Min) {
-        tracing::debug!(thread = what, error = ?e, "cannot lower the thread's priority");
     }
 }

@@ -93,7 +93,7 @@ impl Exporter {
 }
 
 fn run(rx: Receiver<SpanData>, url: &str, service: &str, builder: reqwest::ClientBuilder) {
-    crate::background_priority("otlp");
+    crate::util::background_priority("otlp");
     let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
         tracing::error!("cannot start the OTLP exporter's runtime: spans are dropped");
         return;

@@ -283,3 +283,50 @@ async fn terminate_and_wait(mut child: KillOnDrop) -> std::process::ExitStatus {
     .await
     .unwrap()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_stops_every_background_task_and_joins_the_executors() {
+    use switchyard_proto::inference::{self as pb, grpc_inference_service_client::GrpcInferenceServiceClient};
+    let repo = temp_repo(&["simple"]);
+    let s = common::TestServer::start(repo.path(), |c| c.exit_timeout_secs = 1).await;
+    let background = s.server.service.background().clone();
+    // Both versions of `simple`, one executor each.
+    assert_eq!(background.threads(), 2);
+
+    // A gRPC stream left open by its client: its reader task is the server's.
+    let mut grpc = GrpcInferenceServiceClient::connect(format!("http://{}", s.server.grpc_addr))
+        .await
+        .unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let request = |id: &str| {
+        let mut r = pb::ModelInferRequest {
+            model_name: "simple".into(),
+            id: id.into(),
+            ..Default::default()
+        };
+        for name in ["INPUT0", "INPUT1"] {
+            r.inputs.push(pb::model_infer_request::InferInputTensor {
+                name: name.into(),
+                datatype: "INT32".into(),
+                shape: vec![1, 16],
+                ..Default::default()
+            });
+            r.raw_input_contents.push(vec![0u8; 64].into());
+        }
+        r
+    };
+    tx.send(request("first")).await.unwrap();
+    let mut responses = grpc
+        .model_stream_infer(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    let first = responses.message().await.unwrap().unwrap();
+    assert_eq!(first.error_message, "");
+    assert!(background.tasks() >= 1, "the stream's reader is tracked");
+
+    s.stop().await;
+    assert_eq!(background.tasks(), 0, "no task outlives the server");
+    assert_eq!(background.threads(), 0, "every executor thread was joined");
+    drop(tx);
+}

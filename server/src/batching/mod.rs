@@ -437,15 +437,30 @@ impl BatchQueue {
         queue.extend(delayed);
     }
 
-    /// Starts one thread per executor; they run until the queue is closed and drained.
-    pub fn spawn_executors(&self, label: &str, executors: Vec<Box<dyn Executor>>) -> std::io::Result<()> {
+    /// Starts one thread per executor; they run until the queue is closed
+    /// and drained. The caller owns the handles (the server joins them at
+    /// shutdown).
+    pub fn spawn_executors(
+        &self,
+        label: &str,
+        executors: Vec<Box<dyn Executor>>,
+    ) -> std::io::Result<Vec<std::thread::JoinHandle<()>>> {
+        let mut threads = Vec::with_capacity(executors.len());
         for (i, executor) in executors.into_iter().enumerate() {
             let queue = self.clone();
-            std::thread::Builder::new()
+            let started = std::thread::Builder::new()
                 .name(format!("sy-{label}-{i}"))
-                .spawn(move || queue.executor_loop(executor))?;
+                .spawn(move || queue.executor_loop(executor));
+            match started {
+                Ok(t) => threads.push(t),
+                Err(e) => {
+                    // The ones started exit once the queue is closed.
+                    self.close();
+                    return Err(e);
+                }
+            }
         }
-        Ok(())
+        Ok(threads)
     }
 
     fn executor_loop(self, mut executor: Box<dyn Executor>) {

@@ -13,11 +13,13 @@
 //!   samples (rows). Reported values (gauges and [`DriftReport`]) describe
 //!   the current window once it holds `min_samples` rows, else the last
 //!   completed one.
-//! - Nothing heavy runs on the request path: [`VersionDrift::observe`] decides
-//!   by `sample_rate` whether to sample (one atomic add), then `try_send`s the
-//!   tensors (reference-counted buffers) into one process-wide bounded queue
-//!   drained by one background thread, `sy-drift`. A full queue drops the
-//!   sample and counts it in `switchyard_drift_dropped_total`.
+//! - Nothing heavy runs on the request path: [`VersionDrift::sample`] decides
+//!   by `sample_rate` whether to sample (one atomic add) before any tensor is
+//!   copied, then [`VersionDrift::submit`] `try_send`s the tensors
+//!   (reference-counted buffers) into one bounded queue shared by every
+//!   version, drained by one background thread, `sy-drift`, which exits once
+//!   the last tracked version is dropped. A full queue drops the sample and
+//!   counts it in `switchyard_drift_dropped_total`.
 //!
 //! Unloading: when a [`VersionDrift`] is dropped, its PSI gauges and its alert
 //! gauge are set to 0 (the Prometheus recorder cannot remove series), its
@@ -46,7 +48,7 @@ pub use stats::{AGGREGATE_FEATURE, CLASS_FEATURE, MAX_CLASSES, MIN_CLASSES, PSI_
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use metrics::Counter;
@@ -57,7 +59,7 @@ use crate::tensor::Tensor;
 use crate::util::drain;
 use state::State;
 
-/// Capacity of the process-wide queue to the drift worker.
+/// Capacity of the queue to the drift worker.
 pub const QUEUE_CAPACITY: usize = 1024;
 /// Largest accepted `max_features`.
 pub const MAX_FEATURES_LIMIT: usize = 1024;
@@ -65,7 +67,9 @@ pub const MAX_FEATURES_LIMIT: usize = 1024;
 /// Drift tracking of one model version; cheap to call from request handling.
 pub struct VersionDrift {
     shared: Arc<Shared>,
-    tx: SyncSender<Job>,
+    /// The worker's queue, shared by every tracked version: the worker exits
+    /// once the last version using it is dropped (the server retired its models).
+    tx: Arc<SyncSender<Job>>,
 }
 
 impl std::fmt::Debug for VersionDrift {
@@ -90,7 +94,7 @@ impl VersionDrift {
         version: &str,
         reference: Option<Profile>,
         settings: DriftSettings,
-        tx: SyncSender<Job>,
+        tx: Arc<SyncSender<Job>>,
     ) -> Arc<VersionDrift> {
         let shared = Arc::new(Shared {
             model: model.to_string(),
@@ -253,15 +257,19 @@ struct Job {
     outputs: Vec<Tensor>,
 }
 
-/// The process-wide queue; its worker starts on first use.
-fn global_sender() -> SyncSender<Job> {
-    static TX: OnceLock<SyncSender<Job>> = OnceLock::new();
-    TX.get_or_init(|| {
-        let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE_CAPACITY);
-        spawn_worker(rx);
-        tx
-    })
-    .clone()
+/// The queue of the running worker, or of a new one: a worker lives while
+/// some tracked version holds its queue, so none outlives the server's models.
+fn global_sender() -> Arc<SyncSender<Job>> {
+    static TX: Mutex<Weak<SyncSender<Job>>> = Mutex::new(Weak::new());
+    let mut current = TX.lock();
+    if let Some(tx) = current.upgrade() {
+        return tx;
+    }
+    let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE_CAPACITY);
+    spawn_worker(rx);
+    let tx = Arc::new(tx);
+    *current = Arc::downgrade(&tx);
+    tx
 }
 
 /// Starts a worker thread draining `rx` (if it cannot start, sends fail and count as drops).
@@ -277,7 +285,7 @@ fn spawn_worker(rx: Receiver<Job>) {
         }
     }
     let started = std::thread::Builder::new().name("sy-drift".into()).spawn(move || {
-        crate::background_priority("drift");
+        crate::util::background_priority("drift");
         drain::run(&rx, drain::Pace::DEFAULT, &mut Worker);
     });
     if let Err(e) = started {

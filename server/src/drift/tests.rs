@@ -342,7 +342,7 @@ fn profile_json_round_trip_and_validation() {
 fn observe_never_blocks_when_the_queue_is_full() {
     // A private queue of 8 with no worker yet: a saturated worker.
     let (tx, rx) = std::sync::mpsc::sync_channel(8);
-    let d = VersionDrift::with_sender("saturated", "1", None, settings(1000, 1), tx);
+    let d = VersionDrift::with_sender("saturated", "1", None, settings(1000, 1), Arc::new(tx));
     let (inputs, outputs) = requests(1, 1, 0.0).remove(0);
     let start = Instant::now();
     for _ in 0..10_000 {

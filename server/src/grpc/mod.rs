@@ -351,13 +351,23 @@ impl GrpcInferenceService for GrpcService {
         let (tx, rx) = mpsc::channel(STREAM_CONCURRENCY);
         let permits = Arc::new(Semaphore::new(STREAM_CONCURRENCY));
         let this = self.clone();
-        tokio::spawn(async move {
-            while let Some(Ok(request)) = inbound.next().await {
+        // The server owns the stream's tasks: they end with the stream, or at shutdown.
+        let background = self.service.background().clone();
+        let stopping = background.stopping().clone();
+        background.clone().spawn(async move {
+            loop {
+                let request = tokio::select! {
+                    next = inbound.next() => match next {
+                        Some(Ok(request)) => request,
+                        _ => break,
+                    },
+                    _ = stopping.cancelled() => break,
+                };
                 let Ok(permit) = permits.clone().acquire_owned().await else {
                     break;
                 };
                 let (this, tx) = (this.clone(), tx.clone());
-                tokio::spawn(async move {
+                background.spawn(async move {
                     let id = request.id.clone();
                     let msg = match this.infer(request, trace).await {
                         Ok((r, _)) => pb::ModelStreamInferResponse {

@@ -104,9 +104,10 @@ pub fn build_version(
     stats.set_quiet(true);
     let queue = BatchQueue::new(policy, queue_policy, stats.clone());
     queue.set_warming(true);
-    queue
+    let threads = queue
         .spawn_executors(&format!("{name}-{version}"), loaded.executors)
-        .map_err(|e| at(FailureKind::Build)(format!("cannot start executor threads: {e}")))?;
+        .map_err(|e| at(FailureKind::Resources)(format!("cannot start executor threads: {e}")))?;
+    settings.background.adopt(threads);
     let config_digest = hex(&Sha256::digest(config::config_to_json(&config).to_string().as_bytes()));
     Ok(VersionHandle {
         model: name.clone(),

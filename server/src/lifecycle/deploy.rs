@@ -235,7 +235,15 @@ impl Deployer {
             && entry.versions.contains_key(&prev)
             && !policy.window.is_zero()
         {
-            rollback::watch(self.myself.clone(), policy.clone(), name.to_string(), new, prev);
+            let background = &self.settings().background;
+            rollback::watch(
+                background,
+                self.myself.clone(),
+                policy.clone(),
+                name.to_string(),
+                new,
+                prev,
+            );
         }
     }
 

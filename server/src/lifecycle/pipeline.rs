@@ -18,6 +18,7 @@ use crate::metrics::ModelState;
 use crate::model::Backend;
 use crate::registry::VersionHandle;
 use crate::repository::{self, ModelSource, Repository};
+use crate::util::Background;
 
 /// What loading needs besides the repository.
 #[derive(Debug, Clone)]
@@ -34,6 +35,8 @@ pub struct LoadSettings {
     pub max_tensor_elements: usize,
     /// Automatic rollback.
     pub rollback: RollbackPolicy,
+    /// The server's owner of executor threads and rollback watchers.
+    pub background: Background,
 }
 
 impl Default for LoadSettings {
@@ -45,6 +48,7 @@ impl Default for LoadSettings {
             synthetic_warmup: true,
             max_tensor_elements: 16 << 20,
             rollback: RollbackPolicy::default(),
+            background: Background::new(),
         }
     }
 }

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use super::deploy::Deployer;
 use crate::access::Actor;
 use crate::registry::window::Health;
+use crate::util::Background;
 
 /// Automatic rollback after a promotion (off when `window` is zero).
 #[derive(Debug, Clone, Default)]
@@ -43,18 +44,27 @@ impl RollbackPolicy {
     }
 }
 
-/// Watches `promoted` for the policy's window (on the current runtime, if
-/// any); on a breach, points the default back to `previous`. Stops early when
-/// the default moves elsewhere or the deployer is gone.
-pub fn watch(deployer: Weak<Deployer>, policy: RollbackPolicy, name: String, promoted: i64, previous: i64) {
-    let Ok(rt) = tokio::runtime::Handle::try_current() else {
-        return;
-    };
-    rt.spawn(async move {
+/// Watches `promoted` for the policy's window, as a task of `background`
+/// (on the current runtime, if any); on a breach, points the default back to
+/// `previous`. Stops early when the default moves elsewhere, the deployer is
+/// gone or the server stops.
+pub fn watch(
+    background: &Background,
+    deployer: Weak<Deployer>,
+    policy: RollbackPolicy,
+    name: String,
+    promoted: i64,
+    previous: i64,
+) {
+    let stopping = background.stopping().clone();
+    background.spawn(async move {
         let deadline = Instant::now() + policy.window;
         let tick = (policy.window / 20).clamp(Duration::from_millis(50), Duration::from_secs(1));
         loop {
-            tokio::time::sleep(tick).await;
+            tokio::select! {
+                _ = tokio::time::sleep(tick) => {}
+                _ = stopping.cancelled() => return,
+            }
             let Some(deployer) = deployer.upgrade() else { return };
             let Some(entry) = deployer.registry().get(&name) else {
                 return;

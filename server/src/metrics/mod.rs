@@ -15,7 +15,10 @@ pub use handles::*;
 pub use names::*;
 
 use std::sync::OnceLock;
+use std::thread::JoinHandle;
 use std::time::Duration;
+
+use parking_lot::Mutex;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
@@ -122,18 +125,6 @@ pub fn install_with(settings: &MetricsSettings) -> MetricsHandle {
             let _ = SETTINGS.set(settings);
             let recorder = builder.build_recorder();
             let handle = recorder.handle();
-            // Histogram samples buffer in the recorder until drained; without a
-            // scrape they would grow with every request. Drain them periodically.
-            let upkeep = handle.clone();
-            let _ = std::thread::Builder::new()
-                .name("sy-metrics-upkeep".into())
-                .spawn(move || {
-                    loop {
-                        std::thread::sleep(Duration::from_secs(1));
-                        upkeep.run_upkeep();
-                        update_process_metrics();
-                    }
-                });
             // Another recorder may already be installed (embedding, tests):
             // then this handle renders nothing, which is harmless.
             let _ = metrics::set_global_recorder(recorder);
@@ -141,6 +132,58 @@ pub fn install_with(settings: &MetricsSettings) -> MetricsHandle {
             MetricsHandle { inner: handle }
         })
         .clone()
+}
+
+/// Keeps the recorder's upkeep thread running while held. Histogram samples
+/// buffer in the recorder until drained; without a scrape they would grow
+/// with every request, so a thread drains them every second. Each running
+/// server holds one [`Upkeep`]; the thread starts with the first and is
+/// stopped and joined when the last is dropped.
+#[derive(Debug)]
+pub struct Upkeep(());
+
+/// The upkeep thread and the channel whose closing stops it.
+type UpkeepThread = (std::sync::mpsc::Sender<()>, JoinHandle<()>);
+
+/// Servers holding an [`Upkeep`], and the thread.
+static UPKEEP: Mutex<(usize, Option<UpkeepThread>)> = Mutex::new((0, None));
+
+/// Starts (or shares) the upkeep thread of `handle`'s recorder.
+pub fn upkeep(handle: &MetricsHandle) -> Upkeep {
+    let mut held = UPKEEP.lock();
+    held.0 += 1;
+    if held.1.is_none() {
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let recorder = handle.inner.clone();
+        let started = std::thread::Builder::new()
+            .name("sy-metrics-upkeep".into())
+            .spawn(move || {
+                // Every second until the stop channel closes.
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(Duration::from_secs(1)) {
+                    recorder.run_upkeep();
+                    update_process_metrics();
+                }
+            });
+        match started {
+            Ok(thread) => held.1 = Some((tx, thread)),
+            Err(e) => tracing::warn!(error = %e, "cannot start the metrics upkeep thread"),
+        }
+    }
+    Upkeep(())
+}
+
+impl Drop for Upkeep {
+    fn drop(&mut self) {
+        let stopped = {
+            let mut held = UPKEEP.lock();
+            held.0 -= 1;
+            if held.0 == 0 { held.1.take() } else { None }
+        };
+        if let Some((tx, thread)) = stopped {
+            drop(tx);
+            let _ = thread.join();
+        }
+    }
 }
 
 /// Sets the process CPU time and resident memory (Linux; elsewhere RSS stays unset).

@@ -125,7 +125,7 @@ pub(super) fn spawn_sink<S: Sink>(
         .name(format!("predlog-{name}"))
         .spawn(move || {
             if low_priority {
-                crate::background_priority("prediction log");
+                crate::util::background_priority("prediction log");
             }
             match make() {
                 Ok(sink) => {

@@ -201,6 +201,7 @@ impl Service {
                     .map(|ms| Duration::from_secs_f64(ms / 1000.0)),
                 min_requests: config.auto_rollback_min_requests,
             },
+            background: crate::util::Background::new(),
         };
         let audit =
             Audit::open(config.audit_log.as_deref()).map_err(|e| anyhow::anyhow!("cannot open the audit log: {e}"))?;
@@ -299,6 +300,12 @@ impl Service {
     /// First step of shutdown: readiness turns false.
     pub fn begin_shutdown(&self) {
         self.inner.shutting_down.store(true, Ordering::Release);
+    }
+
+    /// The server's background tasks and threads (executors, rollback
+    /// watchers, gRPC stream readers); stopped at the end of shutdown.
+    pub fn background(&self) -> &crate::util::Background {
+        &self.inner.deployer.settings().background
     }
 
     /// Shutdown, step 2 (the listeners close): model loads requested through

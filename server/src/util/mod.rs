@@ -2,7 +2,10 @@
 //! and the background drain loop ([`drain`]) of the prediction log, drift
 //! and OTLP threads.
 
+pub mod background;
 pub mod drain;
+
+pub use background::Background;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -48,6 +51,15 @@ pub fn rfc3339(time: SystemTime, precision: Precision) -> String {
     match precision {
         Precision::Millis => humantime::format_rfc3339_millis(time).to_string(),
         Precision::Micros => humantime::format_rfc3339_micros(time).to_string(),
+    }
+}
+
+/// Lowers the calling thread to the lowest scheduling priority (nice 19):
+/// background work (prediction-log sinks, drift analysis, span export) then
+/// takes only CPU that inference leaves idle. Best effort: a refusal is logged.
+pub fn background_priority(what: &str) {
+    if let Err(e) = thread_priority::set_current_thread_priority(thread_priority::ThreadPriority::Min) {
+        tracing::debug!(thread = what, error = ?e, "cannot lower the thread's priority");
     }
 }
 
