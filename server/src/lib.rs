@@ -45,6 +45,7 @@ pub mod service;
 pub mod stats;
 pub mod tensor;
 pub mod trace;
+pub mod traffic;
 pub mod util;
 pub mod validate;
 

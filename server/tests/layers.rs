@@ -12,7 +12,7 @@ use std::path::Path;
 const LAYERS: &[&[&str]] = &[
     &["error", "util"],
     &["tensor", "metrics", "trace"],
-    &["model", "net", "stats", "access"],
+    &["model", "net", "stats", "access", "traffic"],
     &["repository", "drift", "predlog", "otlp"],
     &["config", "batching"],
     &["registry"],
