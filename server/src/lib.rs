@@ -422,6 +422,16 @@ async fn control_plane(
         ControlMode::Explicit => config.load_models.clone(),
         ControlMode::None | ControlMode::Poll => all(),
     };
+    // Fingerprints taken before loading: a file changed while (or right after)
+    // the models load is picked up by the first poll.
+    let mut seen: BTreeMap<String, String> = BTreeMap::new();
+    if config.model_control_mode == ControlMode::Poll {
+        for name in &names {
+            if let Ok(src) = repository::read_model(repo, name, None) {
+                seen.insert(name.clone(), src.fingerprint);
+            }
+        }
+    }
     // Models load concurrently; the loader pool bounds how many versions build at once.
     let startup = Actor::Startup;
     let loads = futures::future::join_all(names.iter().map(|name| service.load_now(name, None, &startup)));
@@ -450,12 +460,6 @@ async fn control_plane(
     let _ = ready.send(Some(is_ready));
     if config.model_control_mode != ControlMode::Poll {
         return;
-    }
-    let mut seen: BTreeMap<String, String> = BTreeMap::new();
-    for name in &names {
-        if let Ok(src) = repository::read_model(repo, name, None) {
-            seen.insert(name.clone(), src.fingerprint);
-        }
     }
     let mut interval = tokio::time::interval(Duration::from_secs(config.repository_poll_secs));
     interval.tick().await;

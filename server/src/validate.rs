@@ -2,7 +2,8 @@
 //! traffic, run offline so a CI/CD pipeline can stop a bad model repository
 //! before it reaches a server. For every model (or those named): the config
 //! parses, every selected version loads in ONNX Runtime, config and model
-//! agree, warm-up runs, and the golden set and latency budget pass. Prints a
+//! agree, warm-up runs, the golden set and latency budget pass, and
+//! `traffic.yaml` (if any) parses and names selected versions. Prints a
 //! report; exits non-zero when anything fails.
 
 use std::path::PathBuf;
@@ -90,6 +91,11 @@ pub async fn check(args: &ValidateArgs) -> anyhow::Result<Vec<ModelReport>> {
         match deployer.load(&repo, &name, None, &actor).await {
             Ok(r) => {
                 report.passed = r.loaded.iter().map(|(v, d)| format!("version {v}: {d}")).collect();
+                if let Some(entry) = deployer.registry().get(&name)
+                    && let Some((policy, _)) = entry.traffic()
+                {
+                    report.passed.push(format!("traffic.yaml: {}", policy.to_json()));
+                }
             }
             Err(e) => report.failures.push(e.message),
         }

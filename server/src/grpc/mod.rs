@@ -66,10 +66,12 @@ impl GrpcService {
         &self,
         req: pb::ModelInferRequest,
         trace: Option<TraceContext>,
+        headers: Arc<http::HeaderMap>,
     ) -> Result<(pb::ModelInferResponse, Option<TraceContext>)> {
         let decoded = decode_request(req, self.service.max_tensor_elements());
         let mut request = self.service.decoded(Protocol::Grpc, decoded)?;
         request.trace = trace;
+        request.headers = Some(headers);
         let response = self.service.infer(request).await?;
         let trace = response.trace;
         Ok((encode_response(response), trace))
@@ -133,6 +135,7 @@ pub fn decode_request(req: pb::ModelInferRequest, max_elements: usize) -> Result
         protocol: Protocol::Grpc,
         received,
         trace: None,
+        headers: None,
     })
 }
 
@@ -331,10 +334,15 @@ impl GrpcInferenceService for GrpcService {
 
     async fn model_infer(&self, req: Request<pb::ModelInferRequest>) -> GrpcResult<pb::ModelInferResponse> {
         let trace = trace_of(&req);
-        let (response, trace) = self.infer(req.into_inner(), trace).await?;
+        let headers = Arc::new(req.metadata().clone().into_headers());
+        let (response, trace) = self.infer(req.into_inner(), trace, headers).await?;
+        let routed_to = response.model_version.parse().ok();
         let mut response = Response::new(response);
         if let Some(value) = trace.and_then(|t| t.to_string().parse().ok()) {
             response.metadata_mut().insert(TRACEPARENT, value);
+        }
+        if let Some(value) = routed_to {
+            response.metadata_mut().insert(crate::service::ROUTED_TO, value);
         }
         Ok(response)
     }
@@ -346,6 +354,7 @@ impl GrpcInferenceService for GrpcService {
         req: Request<Streaming<pb::ModelInferRequest>>,
     ) -> GrpcResult<Self::ModelStreamInferStream> {
         let trace = trace_of(&req);
+        let headers = Arc::new(req.metadata().clone().into_headers());
         let mut inbound = req.into_inner();
         // Bounded: a slow reader stops the stream from reading more requests.
         let (tx, rx) = mpsc::channel(STREAM_CONCURRENCY);
@@ -366,10 +375,10 @@ impl GrpcInferenceService for GrpcService {
                 let Ok(permit) = permits.clone().acquire_owned().await else {
                     break;
                 };
-                let (this, tx) = (this.clone(), tx.clone());
+                let (this, tx, headers) = (this.clone(), tx.clone(), headers.clone());
                 background.spawn(async move {
                     let id = request.id.clone();
-                    let msg = match this.infer(request, trace).await {
+                    let msg = match this.infer(request, trace, headers).await {
                         Ok((r, _)) => pb::ModelStreamInferResponse {
                             error_message: String::new(),
                             infer_response: Some(r),

@@ -429,6 +429,7 @@ async fn do_infer(s: AppState, model: String, version: Option<String>, req: Requ
         .get(TRACEPARENT)
         .and_then(|v| v.to_str().ok())
         .and_then(TraceContext::parse);
+    let request_headers = std::sync::Arc::new(req.headers().clone());
     let body = read_body(req.into_body(), s.max_body).await?;
     let decoded = codec::decode_request(
         body,
@@ -440,6 +441,7 @@ async fn do_infer(s: AppState, model: String, version: Option<String>, req: Requ
     );
     let mut decoded = s.service.decoded(Protocol::Http, decoded)?;
     decoded.request.trace = trace;
+    decoded.request.headers = Some(request_headers);
     let response = s.service.infer(decoded.request).await?;
     let encoded = codec::encode_response(&response, &decoded.format)?;
     let mut resp = Response::new(Body::from(encoded.body));
@@ -458,6 +460,9 @@ async fn do_infer(s: AppState, model: String, version: Option<String>, req: Requ
     }
     if let Some(value) = response.trace.and_then(|t| HeaderValue::from_str(&t.to_string()).ok()) {
         headers.insert(TRACEPARENT, value);
+    }
+    if let Ok(value) = HeaderValue::from_str(&response.version) {
+        headers.insert(crate::service::ROUTED_TO, value);
     }
     Ok(resp)
 }

@@ -194,6 +194,7 @@ impl Deployer {
             return Err(load_error(name, &report, false));
         }
         self.promote_if_changed(name, old.as_deref(), &mut entry, actor);
+        let traffic_error = self.apply_traffic_file(name, &source, &mut entry, &mut notes, actor);
         for (v, _) in &report.loaded {
             crate::metrics::model_state(name, &v.to_string(), ModelState::Ready);
         }
@@ -202,7 +203,9 @@ impl Deployer {
         }
         self.registry.publish(name, Some(entry));
         self.registry.note(name, notes);
-        if report.failed.is_empty() {
+        if let (true, Some(e)) = (report.failed.is_empty(), traffic_error) {
+            Err(Error::invalid(format!("model '{name}': {e}")))
+        } else if report.failed.is_empty() {
             Ok(report)
         } else {
             Err(load_error(name, &report, old.is_some()))
@@ -244,6 +247,48 @@ impl Deployer {
                 new,
                 prev,
             );
+        }
+    }
+
+    /// Takes the traffic policy of `traffic.yaml` into `entry` (audited when
+    /// it changes). An invalid file keeps the previous policy: the error goes
+    /// to the index notes and is returned.
+    fn apply_traffic_file(
+        &self,
+        name: &str,
+        source: &repository::ModelSource,
+        entry: &mut ModelEntry,
+        notes: &mut Vec<IndexEntry>,
+        actor: &Actor,
+    ) -> Option<String> {
+        match &source.traffic {
+            Ok(policy) if *policy == entry.traffic_file => None,
+            Ok(policy) => {
+                if entry.traffic_override.is_some() {
+                    tracing::warn!(
+                        model = name,
+                        "traffic.yaml changed while an override is set: the override keeps routing"
+                    );
+                }
+                let detail = match policy {
+                    Some(p) => format!("traffic policy from file: {}", p.to_json()),
+                    None => "traffic policy file removed".to_string(),
+                };
+                self.audit
+                    .record(actor, event("traffic", name, None, None, true, &detail));
+                entry.traffic_file = policy.clone();
+                None
+            }
+            Err(e) => {
+                let shown = format!("{e} (the previous traffic policy keeps serving)");
+                tracing::error!(model = name, error = %e, "traffic policy refused");
+                self.audit.record(actor, event("traffic", name, None, None, false, e));
+                notes.push(IndexEntry {
+                    state: "READY".into(),
+                    ..IndexEntry::unavailable(name, "", &shown)
+                });
+                Some(shown)
+            }
         }
     }
 

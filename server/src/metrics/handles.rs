@@ -75,6 +75,14 @@ pub fn load_failure(model: &str, reason: &'static str) {
     metrics::counter!(MODEL_LOAD_FAILURES, "model" => model.to_string(), "reason" => reason).increment(1);
 }
 
+/// Counts one routing decision: `reason` is the route's label (explicit,
+/// no_policy, policy_default, canary, fallback).
+pub fn routing_decision(model: &str, target: &str, reason: &'static str) {
+    metrics::counter!(ROUTING_DECISIONS, "model" => model.to_string(), "target" => target.to_string(),
+        "reason" => reason)
+    .increment(1);
+}
+
 /// Which frontend a request came through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {

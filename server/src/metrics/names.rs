@@ -41,6 +41,8 @@ pub const MODEL_STATE: &str = "switchyard_model_state";
 pub const MODEL_LOAD_DURATION: &str = "switchyard_model_load_duration_seconds";
 /// Versions refused by the deploy pipeline, by `model` and `reason`.
 pub const MODEL_LOAD_FAILURES: &str = "switchyard_model_load_failures_total";
+/// Routing decisions of requests, by `model`, `target` (version) and `reason`.
+pub const ROUTING_DECISIONS: &str = "switchyard_routing_decisions_total";
 /// Executor-thread CPU time spent in session runs.
 pub const COMPUTE_CPU: &str = "switchyard_compute_cpu_seconds_total";
 /// Time executors waited for work.
@@ -172,6 +174,11 @@ pub(super) fn describe_all(triton_names: bool) {
         MODEL_LOAD_FAILURES,
         "Versions refused by the deploy pipeline, by model and reason (read, config, model, build, warmup, golden, \
          budget, drift_reference, resources)."
+    );
+    describe_counter!(
+        ROUTING_DECISIONS,
+        "Requests routed, by model, target version and reason (explicit, no_policy, policy_default, canary, \
+         fallback)."
     );
     describe_gauge!(
         COMPUTE_CPU,

@@ -9,6 +9,7 @@
 //! version it was routed to; a retired version closes its queue when its last
 //! request is done, and its executors exit and free their sessions.
 
+pub mod route;
 pub mod window;
 
 use std::collections::BTreeMap;
@@ -28,6 +29,8 @@ use crate::predlog::ModelLogPolicy;
 use crate::repository::{self, Repository};
 use crate::stats::VersionStats;
 use crate::tensor::DataType;
+use crate::traffic::TrafficPolicy;
+pub use route::RouteReason;
 pub use window::HealthWindow;
 
 /// Previous targets remembered per label (and for the default) for rollback.
@@ -124,6 +127,10 @@ pub struct ModelEntry {
     pub history: Vec<i64>,
     /// Previous versions of each label, most recent last.
     pub label_history: BTreeMap<String, Vec<i64>>,
+    /// The traffic policy read from `<model>/traffic.yaml`, if any.
+    pub traffic_file: Option<TrafficPolicy>,
+    /// The policy set through the admin API: wins over the file until cleared.
+    pub traffic_override: Option<TrafficPolicy>,
 }
 
 impl ModelEntry {
@@ -405,6 +412,20 @@ impl Registry {
             .get(model)
             .ok_or_else(|| Error::not_found(format!("unknown model '{model}'")))?;
         entry.resolve(model, version)
+    }
+
+    /// Routes a request through the model's entry ([`ModelEntry::route`]).
+    pub fn route(
+        &self,
+        model: &str,
+        version: Option<&str>,
+        key: impl FnOnce(&TrafficPolicy) -> Option<String>,
+    ) -> Result<(Arc<VersionHandle>, RouteReason)> {
+        let models = self.models.load();
+        let entry = models
+            .get(model)
+            .ok_or_else(|| Error::not_found(format!("unknown model '{model}'")))?;
+        entry.route(model, version, key)
     }
 
     /// Every loaded model, by name.

@@ -12,6 +12,7 @@ use std::time::SystemTime;
 use switchyard_proto::inference::{ModelConfig, model_version_policy::PolicyChoice};
 
 use crate::error::{Error, Result};
+use crate::traffic::{TRAFFIC_FILE, TrafficPolicy};
 pub use files::Repository;
 
 /// Default model file name inside a version directory.
@@ -31,8 +32,13 @@ pub struct ModelSource {
     pub config: ModelConfig,
     /// Versions selected by the version policy, ascending, with their model file.
     pub versions: Vec<(i64, PathBuf)>,
-    /// Changes whenever the config or any selected model file changes (for polling).
+    /// Changes whenever the config, the traffic policy or any selected model
+    /// file changes (for polling).
     pub fingerprint: String,
+    /// `<model>/traffic.yaml`: `Ok(None)` when there is none, `Err` (naming
+    /// the file and the field) when it is invalid. An invalid policy does
+    /// not stop the versions from loading; the previous policy keeps serving.
+    pub traffic: std::result::Result<Option<TrafficPolicy>, String>,
 }
 
 /// Refuses names that could escape the repository or hide files.
@@ -130,6 +136,7 @@ pub fn read_model(repo: &Repository, name: &str, override_config: Option<ModelCo
         stamp_tree(&dir.join(v.to_string()).join("validation"), 2, &mut fingerprint);
         versions.push((v, file));
     }
+    let traffic = read_traffic(repo, &dir, &versions, &mut fingerprint);
     Ok(ModelSource {
         repo: repo.clone(),
         name: name.to_string(),
@@ -137,7 +144,42 @@ pub fn read_model(repo: &Repository, name: &str, override_config: Option<ModelCo
         config,
         versions,
         fingerprint,
+        traffic,
     })
+}
+
+/// Reads and validates `<dir>/traffic.yaml`, if there is one: its version
+/// targets must be among the selected versions (labels are resolved per request).
+fn read_traffic(
+    repo: &Repository,
+    dir: &Path,
+    versions: &[(i64, PathBuf)],
+    fingerprint: &mut String,
+) -> std::result::Result<Option<TrafficPolicy>, String> {
+    let path = dir.join(TRAFFIC_FILE);
+    if !repo.is_file(&path)? {
+        return Ok(None);
+    }
+    fingerprint.push_str(&format!("traffic:{};", stamp(&path)));
+    let shown = path.display().to_string();
+    let text = repo.read_to_string(&path, files::MAX_CONFIG_BYTES)?;
+    let policy = TrafficPolicy::from_yaml(&text, &shown)?;
+    check_traffic_targets(&policy, &shown, &versions.iter().map(|(v, _)| *v).collect::<Vec<_>>())?;
+    Ok(Some(policy))
+}
+
+/// Every version number the policy names is one of `versions`.
+pub fn check_traffic_targets(policy: &TrafficPolicy, file: &str, versions: &[i64]) -> std::result::Result<(), String> {
+    for (field, target) in policy.targets() {
+        if let Some(v) = target.version()
+            && !versions.contains(&v)
+        {
+            return Err(format!(
+                "{file}: field `{field}`: version {v} is not among the versions selected ({versions:?})"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Version directories are positive integers without leading zeros.

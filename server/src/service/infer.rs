@@ -7,19 +7,48 @@ use std::sync::Arc;
 use tracing::Instrument;
 
 use super::observe::{self, Finished};
-use super::{InferRequest, InferResponse, Service};
+use super::{InferRequest, InferResponse, Param, Service};
 use crate::admission::prepare_job;
 use crate::error::{Error, Result};
 use crate::metrics::{self, Protocol};
 use crate::registry::VersionHandle;
 use crate::trace::TraceContext;
+use crate::traffic::TrafficPolicy;
+
+/// One rule for both protocols: the policy's header (HTTP header or gRPC
+/// metadata) or request parameter (string, integer or boolean value).
+fn sticky_key(policy: &TrafficPolicy, request: &InferRequest) -> Option<String> {
+    policy.key_of(
+        |h| request.headers.as_ref()?.get(h)?.to_str().ok(),
+        |name| {
+            request
+                .parameters
+                .iter()
+                .find(|(k, _)| k == name)
+                .and_then(|(_, v)| match v {
+                    Param::Str(s) => Some(s.clone()),
+                    Param::Int(i) => Some(i.to_string()),
+                    Param::Uint(u) => Some(u.to_string()),
+                    Param::Bool(b) => Some(b.to_string()),
+                    Param::Double(_) => None,
+                })
+        },
+    )
+}
 
 impl Service {
     /// Runs an inference request.
     pub async fn infer(&self, request: InferRequest) -> Result<InferResponse> {
         let protocol = request.protocol;
-        let handle = match self.inner.registry.resolve(&request.model, request.version.as_deref()) {
-            Ok(h) => h,
+        let routed = self
+            .inner
+            .registry
+            .route(&request.model, request.version.as_deref(), |p| sticky_key(p, &request));
+        let handle = match routed {
+            Ok((h, reason)) => {
+                metrics::routing_decision(&h.model, &h.version_label, reason.label());
+                h
+            }
             Err(e) => {
                 metrics::unrouted_failure(protocol, e.kind);
                 return Err(e);

@@ -64,7 +64,13 @@ pub struct InferRequest {
     pub received: Instant,
     /// The caller's W3C trace context, if it sent one.
     pub trace: Option<TraceContext>,
+    /// The request's HTTP headers / gRPC metadata, where a traffic policy's
+    /// sticky key may be read.
+    pub headers: Option<Arc<http::HeaderMap>>,
 }
+
+/// The response header / gRPC metadata key naming the version that answered.
+pub const ROUTED_TO: &str = "x-switchyard-routed-to";
 
 /// An inference response.
 #[derive(Debug)]
@@ -366,6 +372,10 @@ impl Service {
                     p.push(("default_version".into(), d.to_string()));
                 }
                 p.extend(entry.labels.iter().map(|(l, v)| (format!("label.{l}"), v.to_string())));
+                if let Some((policy, source)) = entry.traffic() {
+                    p.push(("traffic_policy".into(), policy.to_json()));
+                    p.push(("traffic_source".into(), source.into()));
+                }
                 p
             },
         })

@@ -1,0 +1,249 @@
+//! Traffic policies: `traffic.yaml` read at start and on every poll, an
+//! invalid file refused while the previous policy keeps serving, the canary
+//! split (sticky by header or parameter), an explicit version winning, and
+//! the routed version in the response, its header / metadata, metadata
+//! properties and the routing counter — on both protocols.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use common::{TestServer, WAIT, simple_inputs, temp_repo};
+use switchyard::config::ControlMode;
+use switchyard_client::proto::grpc_inference_service_client::GrpcInferenceServiceClient;
+use switchyard_client::{InferOptions, proto};
+
+fn write_policy(repo: &Path, text: &str) {
+    std::fs::write(repo.join("simple/traffic.yaml"), text).unwrap();
+}
+
+fn with_param(key: &str, value: &str) -> InferOptions {
+    let mut o = InferOptions::default();
+    o.parameters.insert(key.into(), value.into());
+    o
+}
+
+fn version_opts(v: &str) -> InferOptions {
+    InferOptions {
+        model_version: Some(v.into()),
+        ..InferOptions::default()
+    }
+}
+
+async fn http_version(s: &TestServer, opts: &InferOptions) -> String {
+    let r = s
+        .http
+        .infer("simple", &simple_inputs(&[1; 16], &[2; 16]), opts)
+        .await
+        .unwrap();
+    r.model_version
+}
+
+async fn grpc_version(s: &TestServer, opts: &InferOptions) -> String {
+    let r = s
+        .grpc
+        .infer("simple", &simple_inputs(&[1; 16], &[2; 16]), opts)
+        .await
+        .unwrap();
+    r.model_version
+}
+
+/// An inference through plain HTTP with `headers`: (version, x-switchyard-routed-to).
+async fn raw_http(s: &TestServer, headers: &[(&str, &str)]) -> (String, String) {
+    let body = serde_json::json!({"inputs": [
+        {"name": "INPUT0", "datatype": "INT32", "shape": [1, 16], "data": vec![1; 16]},
+        {"name": "INPUT1", "datatype": "INT32", "shape": [1, 16], "data": vec![2; 16]},
+    ]});
+    let mut req = reqwest::Client::new()
+        .post(format!("http://{}/v2/models/simple/infer", s.server.http_addr))
+        .json(&body);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = req.send().await.unwrap();
+    assert!(resp.status().is_success());
+    let routed = resp.headers()["x-switchyard-routed-to"].to_str().unwrap().to_string();
+    let v: serde_json::Value = resp.json().await.unwrap();
+    (v["model_version"].as_str().unwrap().to_string(), routed)
+}
+
+/// An inference through plain gRPC with `metadata`: (version, x-switchyard-routed-to).
+async fn raw_grpc(s: &TestServer, metadata: &[(&'static str, &str)]) -> (String, String) {
+    let mut client = GrpcInferenceServiceClient::connect(format!("http://{}", s.server.grpc_addr))
+        .await
+        .unwrap();
+    let tensor = |name: &str| proto::model_infer_request::InferInputTensor {
+        name: name.into(),
+        datatype: "INT32".into(),
+        shape: vec![1, 16],
+        ..Default::default()
+    };
+    let raw = |x: i32| bytes::Bytes::from((0..16).flat_map(|_| x.to_le_bytes()).collect::<Vec<u8>>());
+    let mut req = tonic::Request::new(proto::ModelInferRequest {
+        model_name: "simple".into(),
+        inputs: vec![tensor("INPUT0"), tensor("INPUT1")],
+        raw_input_contents: vec![raw(1), raw(2)],
+        ..Default::default()
+    });
+    for (k, v) in metadata {
+        req.metadata_mut().insert(*k, v.parse().unwrap());
+    }
+    let resp = client.model_infer(req).await.unwrap();
+    let routed = resp
+        .metadata()
+        .get("x-switchyard-routed-to")
+        .expect("routed-to metadata")
+        .to_str()
+        .unwrap()
+        .to_string();
+    (resp.into_inner().model_version, routed)
+}
+
+async fn metadata_text(s: &TestServer) -> String {
+    reqwest::get(format!("http://{}/v2/models/simple", s.server.http_addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_policy_file_routes_requests_and_an_explicit_version_wins() {
+    let repo = temp_repo(&["simple"]);
+    write_policy(repo.path(), "default: 1\ncanary:\n  - target: 2\n    weight: 100\n");
+    let s = TestServer::start(repo.path(), |_| {}).await;
+    for _ in 0..5 {
+        assert_eq!(http_version(&s, &InferOptions::default()).await, "2");
+        assert_eq!(grpc_version(&s, &InferOptions::default()).await, "2");
+        assert_eq!(http_version(&s, &version_opts("1")).await, "1");
+        assert_eq!(grpc_version(&s, &version_opts("1")).await, "1");
+    }
+    assert_eq!(raw_http(&s, &[]).await, ("2".into(), "2".into()));
+    assert_eq!(raw_grpc(&s, &[]).await, ("2".into(), "2".into()));
+    let meta = metadata_text(&s).await;
+    assert!(
+        meta.contains("traffic_policy") && meta.contains("\"traffic_source\""),
+        "{meta}"
+    );
+    assert!(meta.contains("file"), "{meta}");
+
+    let metrics = reqwest::get(format!("http://{}/metrics", s.server.metrics_addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let line = |reason: &str, target: &str| {
+        metrics.lines().any(|l| {
+            l.starts_with("switchyard_routing_decisions_total{")
+                && l.contains("model=\"simple\"")
+                && l.contains(&format!("reason=\"{reason}\""))
+                && l.contains(&format!("target=\"{target}\""))
+        })
+    };
+    assert!(line("canary", "2") && line("explicit", "1"), "{metrics}");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sticky_key_always_reaches_the_same_version_on_both_protocols() {
+    let repo = temp_repo(&["simple"]);
+    write_policy(
+        repo.path(),
+        "default: 1\ncanary: [{ target: 2, weight: 50 }]\nsticky_key: { parameter: user }\n",
+    );
+    let s = TestServer::start(repo.path(), |_| {}).await;
+    let mut seen = BTreeMap::new();
+    for i in 0..24 {
+        let key = format!("user-{i}");
+        let first = http_version(&s, &with_param("user", &key)).await;
+        for _ in 0..2 {
+            assert_eq!(http_version(&s, &with_param("user", &key)).await, first, "{key}");
+            assert_eq!(grpc_version(&s, &with_param("user", &key)).await, first, "{key}");
+        }
+        *seen.entry(first).or_insert(0) += 1;
+    }
+    assert_eq!(seen.len(), 2, "both versions get keys: {seen:?}");
+    s.stop().await;
+
+    // By header (HTTP) and metadata (gRPC): one rule for both.
+    write_policy(
+        repo.path(),
+        "default: 1\ncanary: [{ target: 2, weight: 50 }]\nsticky_key: { header: X-User }\n",
+    );
+    let s = TestServer::start(repo.path(), |_| {}).await;
+    let mut seen = BTreeMap::new();
+    for i in 0..24 {
+        let key = format!("user-{i}");
+        let (v, routed) = raw_http(&s, &[("x-user", &key)]).await;
+        assert_eq!(v, routed);
+        for _ in 0..2 {
+            assert_eq!(raw_http(&s, &[("x-user", &key)]).await.0, v, "{key}");
+            assert_eq!(raw_grpc(&s, &[("x-user", &key)]).await.0, v, "{key}");
+        }
+        *seen.entry(v).or_insert(0) += 1;
+    }
+    assert_eq!(seen.len(), 2, "both versions get keys: {seen:?}");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poll_picks_up_a_changed_file_and_an_invalid_one_keeps_the_previous_policy() {
+    let repo = temp_repo(&["simple"]);
+    write_policy(repo.path(), "default: 1\ncanary: [{ target: 2, weight: 0 }]\n");
+    let s = TestServer::start(repo.path(), |c| {
+        c.model_control_mode = ControlMode::Poll;
+        c.repository_poll_secs = 1;
+    })
+    .await;
+    assert_eq!(http_version(&s, &InferOptions::default()).await, "1");
+    write_policy(repo.path(), "default: 1\ncanary: [{ target: 2, weight: 100 }]\n");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while http_version(&s, &InferOptions::default()).await != "2" {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the changed policy was not picked up"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    write_policy(repo.path(), "default: 1\ncanary: [{ target: 2, weight: 120 }]\n");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let index = s.http.repository_index(false).await.unwrap().to_string();
+        if index.contains("canary[0].weight") {
+            assert!(index.contains("traffic.yaml"), "{index}");
+            assert!(index.contains("previous traffic policy keeps serving"), "{index}");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the invalid policy was not reported: {index}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for _ in 0..5 {
+        assert_eq!(http_version(&s, &InferOptions::default()).await, "2");
+        assert_eq!(grpc_version(&s, &InferOptions::default()).await, "2");
+    }
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_naming_an_unselected_version_is_refused_at_start() {
+    let repo = temp_repo(&["simple"]);
+    write_policy(repo.path(), "canary: [{ target: 7, weight: 10 }]\n");
+    let s = TestServer::start(repo.path(), |_| {}).await;
+    let index = s.http.repository_index(false).await.unwrap().to_string();
+    assert!(
+        index.contains("canary[0].target") && index.contains("version 7"),
+        "{index}"
+    );
+    // No policy: the default route (the latest version).
+    assert_eq!(http_version(&s, &InferOptions::default()).await, "2");
+    assert!(!metadata_text(&s).await.contains("traffic_policy"));
+    s.stop().await;
+}
