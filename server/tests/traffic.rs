@@ -247,3 +247,63 @@ async fn a_policy_naming_an_unselected_version_is_refused_at_start() {
     assert!(!metadata_text(&s).await.contains("traffic_policy"));
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_override_needs_the_admin_token_is_audited_and_clears_back_to_the_file() {
+    let repo = temp_repo(&["simple"]);
+    write_policy(repo.path(), "default: 1\n");
+    let tokens = repo.path().join("tokens");
+    std::fs::write(&tokens, "ci:ci-token-0123456789abcdef\n").unwrap();
+    let audit = repo.path().join("audit.jsonl");
+    let (tokens_path, audit_path) = (tokens.clone(), audit.clone());
+    let s = TestServer::start(repo.path(), move |c| {
+        c.admin_token_file = Some(tokens_path);
+        c.admin_http_port = Some(0);
+        c.audit_log = Some(audit_path);
+    })
+    .await;
+    let admin_url = format!("http://{}", s.server.admin_addr.expect("admin listener"));
+    let policy = serde_json::json!({"default": 1, "canary": [{"target": 2, "weight": 100}]});
+    let anonymous = switchyard_client::HttpClient::new(&admin_url).unwrap();
+    assert!(anonymous.set_traffic("simple", &policy).await.is_err(), "no token");
+    assert!(
+        s.http.set_traffic("simple", &policy).await.is_err(),
+        "not on the public port"
+    );
+    assert_eq!(http_version(&s, &InferOptions::default()).await, "1");
+
+    let admin = anonymous.with_admin_token("ci-token-0123456789abcdef");
+    let shown = admin.set_traffic("simple", &policy).await.unwrap();
+    assert_eq!(shown["source"], "override", "{shown}");
+    assert_eq!(shown["file"]["default"], 1, "{shown}");
+    assert_eq!(http_version(&s, &InferOptions::default()).await, "2");
+    assert_eq!(grpc_version(&s, &InferOptions::default()).await, "2");
+    assert!(metadata_text(&s).await.contains("override"));
+    // Invalid overrides are refused, naming the field; the override stays.
+    let bad = serde_json::json!({"canary": [{"target": 2, "weight": 101}]});
+    let e = admin.set_traffic("simple", &bad).await.unwrap_err();
+    assert!(e.to_string().contains("canary[0].weight"), "{e}");
+    let unloaded = serde_json::json!({"canary": [{"target": 9, "weight": 1}]});
+    assert!(admin.set_traffic("simple", &unloaded).await.is_err());
+    assert_eq!(s.http.traffic("simple").await.unwrap()["source"], "override");
+
+    let shown = admin.clear_traffic("simple").await.unwrap();
+    assert_eq!(shown["source"], "file", "{shown}");
+    assert_eq!(http_version(&s, &InferOptions::default()).await, "1");
+    assert!(admin.clear_traffic("simple").await.is_err(), "nothing left to clear");
+
+    let text = std::fs::read_to_string(&audit).unwrap();
+    let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let set = lines
+        .iter()
+        .find(|l| l["action"] == "traffic" && l["reason"].as_str().unwrap().starts_with("traffic override:"))
+        .expect("the override is audited");
+    assert_eq!(set["actor"], "token:ci");
+    assert!(lines.iter().any(|l| l["action"] == "denied"));
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["action"] == "traffic" && l["reason"].as_str().unwrap().contains("cleared"))
+    );
+    s.stop().await;
+}

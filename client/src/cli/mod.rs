@@ -131,6 +131,11 @@ pub enum Command {
         #[arg(long, env = "SWITCHYARD_ADMIN_TOKEN", hide_env_values = true)]
         token: Option<String>,
     },
+    /// Switchyard (HTTP): a model's traffic policy (`get`), overridden at run time (`set`, `clear`: admin).
+    Traffic {
+        #[command(subcommand)]
+        action: TrafficAction,
+    },
     /// Switchyard (HTTP, admin): point the default route (or a label) back to the previous version, or to `--to`.
     Rollback {
         /// Model name.
@@ -244,6 +249,22 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
                 (false, _, None) => anyhow::bail!("a version is needed"),
             })
         }
+        Command::Traffic { action } => print_json(match action {
+            TrafficAction::Get { model } => admin_client(url, None, o)?.traffic(&model).await?,
+            TrafficAction::Set { model, policy, token } => {
+                let text = match policy.strip_prefix('@') {
+                    Some(path) => std::fs::read_to_string(path)?,
+                    None => policy,
+                };
+                let policy: serde_json::Value = serde_json::from_str(&text)?;
+                admin_client(url, token.as_deref(), o)?
+                    .set_traffic(&model, &policy)
+                    .await?
+            }
+            TrafficAction::Clear { model, token } => {
+                admin_client(url, token.as_deref(), o)?.clear_traffic(&model).await?
+            }
+        }),
         Command::Rollback {
             model,
             label,
@@ -415,4 +436,32 @@ mod tests {
                 .contains("/nonexistent/ca.pem")
         );
     }
+}
+
+/// `traffic get|set|clear`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum TrafficAction {
+    /// Print the effective policy, its source (file, override, none) and the file's policy.
+    Get {
+        /// Model name.
+        model: String,
+    },
+    /// Override the policy (admin): JSON of the `traffic.yaml` structure, or `@FILE` holding it.
+    Set {
+        /// Model name.
+        model: String,
+        /// The policy as JSON, or `@path/to/policy.json`.
+        policy: String,
+        /// Admin token [env: SWITCHYARD_ADMIN_TOKEN].
+        #[arg(long, env = "SWITCHYARD_ADMIN_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+    },
+    /// Clear the override (admin): the file's policy applies again.
+    Clear {
+        /// Model name.
+        model: String,
+        /// Admin token [env: SWITCHYARD_ADMIN_TOKEN].
+        #[arg(long, env = "SWITCHYARD_ADMIN_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+    },
 }

@@ -267,6 +267,27 @@ impl HttpClient {
         parse_json(&body)
     }
 
+    /// `GET /v2/models/{model}/traffic`: the effective traffic policy and its
+    /// source (`file`, `override` or `none`).
+    pub async fn traffic(&self, model: &str) -> Result<Value, ClientError> {
+        self.get_json(self.url(&["v2", "models", model, "traffic"])).await
+    }
+
+    /// `PUT /v2/models/{model}/traffic`: overrides the traffic policy with
+    /// `policy` (the structure of `traffic.yaml`, as JSON).
+    pub async fn set_traffic(&self, model: &str, policy: &Value) -> Result<Value, ClientError> {
+        let url = self.url(&["v2", "models", model, "traffic"]);
+        let (_, body) = self.call(self.client.put(url).json(policy)).await?;
+        parse_json(&body)
+    }
+
+    /// `DELETE /v2/models/{model}/traffic`: clears the override (back to the file).
+    pub async fn clear_traffic(&self, model: &str) -> Result<Value, ClientError> {
+        let url = self.url(&["v2", "models", model, "traffic"]);
+        let (_, body) = self.call(self.client.delete(url)).await?;
+        parse_json(&body)
+    }
+
     /// `PUT /v2/models/{model}/default`: pins the default route to a version,
     /// or `"latest"` to follow the newest again.
     pub async fn set_default(&self, model: &str, version: &str) -> Result<Value, ClientError> {

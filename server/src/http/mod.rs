@@ -101,6 +101,10 @@ pub fn router(service: Service, max_body: usize, admin: bool) -> Router {
         .route("/v2/models/{model}/versions/{version}/drift", get(drift_v))
         .route("/v2/models/{model}/labels/{label}", put(set_label).delete(delete_label))
         .route("/v2/models/{model}/default", put(set_default))
+        .route(
+            "/v2/models/{model}/traffic",
+            get(traffic).put(set_traffic).delete(clear_traffic),
+        )
         .route("/v2/models/{model}/rollback", post(rollback))
         // After routing (the route decides the group); unknown paths stay 404.
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), restrict))
@@ -370,6 +374,32 @@ async fn delete_label(
 ) -> HttpResult<Json<Value>> {
     s.service.delete_label(&model, &label, &caller).await?;
     labels(State(s), Path(model)).await
+}
+
+async fn traffic(State(s): State<AppState>, Path(model): Path<String>) -> HttpResult<Json<Value>> {
+    let t = s.service.traffic(&model)?;
+    Ok(Json(
+        serde_json::to_value(t).map_err(|e| Error::internal(e.to_string()))?,
+    ))
+}
+
+async fn set_traffic(
+    State(s): State<AppState>,
+    Path(model): Path<String>,
+    AdminCaller(caller): AdminCaller,
+    BodyBytes(body): BodyBytes,
+) -> HttpResult<Json<Value>> {
+    s.service.set_traffic(&model, Some(&body), &caller).await?;
+    traffic(State(s), Path(model)).await
+}
+
+async fn clear_traffic(
+    State(s): State<AppState>,
+    Path(model): Path<String>,
+    AdminCaller(caller): AdminCaller,
+) -> HttpResult<Json<Value>> {
+    s.service.set_traffic(&model, None, &caller).await?;
+    traffic(State(s), Path(model)).await
 }
 
 async fn set_default(

@@ -20,6 +20,7 @@ use crate::metrics::ModelState;
 use crate::model::Backend;
 use crate::registry::{Change, IndexEntry, ModelEntry, Registry, validate_label};
 use crate::repository::{self, Repository};
+use crate::traffic::TrafficPolicy;
 
 /// What a load did.
 #[derive(Debug, Default)]
@@ -325,6 +326,29 @@ impl Deployer {
         self.change(name, actor, "label", |e| e.delete_label(name, label))
             .await
             .map(drop)
+    }
+
+    /// Overrides the model's traffic policy (`None`: back to `traffic.yaml`).
+    /// Version targets must be loaded; the override wins over the file until cleared.
+    pub async fn set_traffic(&self, name: &str, policy: Option<TrafficPolicy>, actor: &Actor) -> Result<()> {
+        self.change(name, actor, "traffic", |e| {
+            if let Some(p) = &policy {
+                let loaded: Vec<i64> = e.versions.keys().copied().collect();
+                repository::check_traffic_targets(p, "override", &loaded)
+                    .map_err(|m| Error::new(ErrorKind::FailedPrecondition, m))?;
+            }
+            let reason = match &policy {
+                Some(p) => format!("traffic override: {}", p.to_json()),
+                None if e.traffic_override.is_none() => {
+                    return Err(Error::not_found(format!("model '{name}' has no traffic override")));
+                }
+                None => "traffic override cleared: the file's policy applies".to_string(),
+            };
+            e.traffic_override = policy;
+            Ok((None, reason))
+        })
+        .await
+        .map(drop)
     }
 
     /// Pins the default route to a loaded version, or (`None`) back to the latest.

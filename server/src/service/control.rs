@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 use crate::lifecycle::LoadReport;
 use crate::lifecycle::audit::Event;
 use crate::repository;
+use crate::traffic::TrafficPolicy;
 
 /// One parameter of a load request, as the frontend decoded it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,6 +111,38 @@ impl Service {
         self.inner.deployer.delete_label(model, label, &actor).await
     }
 
+    /// Overrides a model's traffic policy with `policy` (JSON of the
+    /// `traffic.yaml` structure), or with `None` goes back to the file (admin).
+    pub async fn set_traffic(&self, model: &str, policy: Option<&[u8]>, caller: &Caller) -> Result<()> {
+        let actor = self.authorize(caller, "traffic", model)?;
+        let policy = policy
+            .map(|body| {
+                let text = std::str::from_utf8(body).map_err(|_| Error::invalid("the policy is not UTF-8"))?;
+                TrafficPolicy::from_json(text, "override").map_err(Error::invalid)
+            })
+            .transpose()?;
+        self.inner.deployer.set_traffic(model, policy, &actor).await
+    }
+
+    /// A model's effective traffic policy and where it comes from.
+    pub fn traffic(&self, model: &str) -> Result<TrafficView> {
+        let entry = self
+            .inner
+            .registry
+            .get(model)
+            .ok_or_else(|| Error::not_found(format!("model '{model}' is not loaded")))?;
+        let (policy, source) = match entry.traffic() {
+            Some((p, s)) => (Some(p.clone()), s),
+            None => (None, "none"),
+        };
+        Ok(TrafficView {
+            model: model.to_string(),
+            source,
+            policy,
+            file: entry.traffic_file.clone(),
+        })
+    }
+
     /// Pins the default route to a version, or `latest` to follow the newest again (admin).
     pub async fn set_default(&self, model: &str, version: &str, caller: &Caller) -> Result<()> {
         let actor = self.authorize(caller, "promote", model)?;
@@ -156,6 +189,19 @@ impl Service {
             ))
         }
     }
+}
+
+/// A model's traffic policy as the admin API shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TrafficView {
+    /// Model name.
+    pub model: String,
+    /// `override`, `file` or `none`.
+    pub source: &'static str,
+    /// The effective policy.
+    pub policy: Option<TrafficPolicy>,
+    /// The policy of `traffic.yaml` (shown also while an override wins).
+    pub file: Option<TrafficPolicy>,
 }
 
 fn parse_version(v: &str) -> Result<i64> {

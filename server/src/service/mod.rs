@@ -32,7 +32,7 @@ use crate::registry::{IndexEntry, Registry, TensorSpec, VersionHandle};
 use crate::repository;
 use crate::tensor::{DataType, Tensor};
 use crate::trace::TraceContext;
-pub use control::{LoadParam, load_config};
+pub use control::{LoadParam, TrafficView, load_config};
 
 /// Extensions advertised in server metadata.
 pub const EXTENSIONS: &[&str] = &[
