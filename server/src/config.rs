@@ -224,6 +224,11 @@ pub struct Config {
     /// validation failure, refused admin call) to this JSONL file.
     #[arg(long, env = "SWITCHYARD_AUDIT_LOG")]
     pub audit_log: Option<PathBuf>,
+    /// Keep labels and traffic overrides here (one JSON file per model,
+    /// written atomically) and apply them again when the model loads after a
+    /// restart. Without it they last as long as the process.
+    #[arg(long, env = "SWITCHYARD_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
     /// Admin tokens, one per line (`id:token` or a bare token): load, unload,
     /// labels and rollback then need `Authorization: Bearer <token>`. A token
     /// can also come from the `SWITCHYARD_ADMIN_TOKEN` environment variable.

@@ -307,3 +307,42 @@ async fn an_override_needs_the_admin_token_is_audited_and_clears_back_to_the_fil
     );
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn labels_and_overrides_survive_a_restart_with_a_state_dir() {
+    let repo = temp_repo(&["simple"]);
+    let state = tempfile::tempdir().unwrap();
+    let dir = state.path().to_path_buf();
+    let with_state = |dir: std::path::PathBuf| {
+        move |c: &mut switchyard::Config| {
+            c.state_dir = Some(dir);
+        }
+    };
+    let s = TestServer::start(repo.path(), with_state(dir.clone())).await;
+    s.http.set_label("simple", "stable", "1").await.unwrap();
+    let policy = serde_json::json!({"default": 2, "canary": [{"target": "stable", "weight": 100}]});
+    s.http.set_traffic("simple", &policy).await.unwrap();
+    assert_eq!(http_version(&s, &InferOptions::default()).await, "1");
+    s.stop().await;
+    assert!(dir.join("simple.json").is_file());
+
+    let s = TestServer::start(repo.path(), with_state(dir.clone())).await;
+    assert_eq!(s.http.labels("simple").await.unwrap()["labels"]["stable"], 1);
+    let shown = s.http.traffic("simple").await.unwrap();
+    assert_eq!(shown["source"], "override", "{shown}");
+    assert_eq!(http_version(&s, &InferOptions::default()).await, "1");
+    assert_eq!(grpc_version(&s, &InferOptions::default()).await, "1");
+    s.http.clear_traffic("simple").await.unwrap();
+    s.stop().await;
+
+    // Without the state directory nothing is kept.
+    let s = TestServer::start(repo.path(), |_| {}).await;
+    assert!(s.http.labels("simple").await.unwrap()["labels"].get("stable").is_none());
+    assert_eq!(s.http.traffic("simple").await.unwrap()["source"], "none");
+    s.stop().await;
+    // The cleared override stays cleared after a restart.
+    let s = TestServer::start(repo.path(), with_state(dir)).await;
+    assert_eq!(s.http.traffic("simple").await.unwrap()["source"], "none");
+    assert_eq!(s.http.labels("simple").await.unwrap()["labels"]["stable"], 1);
+    s.stop().await;
+}

@@ -13,7 +13,7 @@ use switchyard_proto::inference::ModelConfig;
 use super::audit::{Audit, Event};
 use super::failure::LoadFailure;
 use super::pipeline::{LoadSettings, Outcome, Pipeline};
-use super::{golden, rollback};
+use super::{golden, rollback, state};
 use crate::access::Actor;
 use crate::error::{Error, ErrorKind, Result};
 use crate::metrics::ModelState;
@@ -196,6 +196,9 @@ impl Deployer {
         }
         self.promote_if_changed(name, old.as_deref(), &mut entry, actor);
         let traffic_error = self.apply_traffic_file(name, &source, &mut entry, &mut notes, actor);
+        if old.is_none() {
+            self.restore_state(name, &mut entry);
+        }
         for (v, _) in &report.loaded {
             crate::metrics::model_state(name, &v.to_string(), ModelState::Ready);
         }
@@ -290,6 +293,38 @@ impl Deployer {
                 });
                 Some(shown)
             }
+        }
+    }
+
+    /// The labels and traffic override kept under `--state-dir`, applied on
+    /// the model's first load in this process.
+    fn restore_state(&self, name: &str, entry: &mut ModelEntry) {
+        let Some(dir) = &self.settings().state_dir else {
+            return;
+        };
+        match state::load(dir, name) {
+            Ok(Some(saved)) => {
+                for skipped in state::apply(saved, entry) {
+                    tracing::warn!(model = name, %skipped, "saved routing state not applied");
+                }
+                tracing::info!(
+                    model = name,
+                    labels = entry.labels.len(),
+                    traffic_override = entry.traffic_override.is_some(),
+                    "routing state restored"
+                );
+            }
+            Ok(None) => {}
+            Err(e) => tracing::error!(model = name, error = %e, "cannot read the saved routing state"),
+        }
+    }
+
+    /// Writes the model's labels and traffic override under `--state-dir`.
+    fn persist(&self, name: &str) {
+        if let (Some(dir), Some(entry)) = (&self.settings().state_dir, self.registry.get(name))
+            && let Err(e) = state::save(dir, name, &entry)
+        {
+            tracing::error!(model = name, error = %e, "cannot save the routing state");
         }
     }
 
@@ -390,6 +425,7 @@ impl Deployer {
         let _guard = lock.lock().await;
         match self.registry.change(name, apply) {
             Ok(change) => {
+                self.persist(name);
                 let version = change.version.map(|v| v.to_string());
                 self.audit.record(
                     actor,

@@ -26,6 +26,7 @@ pub mod failure;
 pub mod golden;
 pub mod pipeline;
 pub mod rollback;
+pub mod state;
 pub mod warmup;
 
 #[cfg(test)]

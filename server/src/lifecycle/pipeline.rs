@@ -37,6 +37,8 @@ pub struct LoadSettings {
     pub rollback: RollbackPolicy,
     /// The server's owner of executor threads and rollback watchers.
     pub background: Background,
+    /// Where labels and traffic overrides are kept across restarts (`--state-dir`).
+    pub state_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for LoadSettings {
@@ -49,6 +51,7 @@ impl Default for LoadSettings {
             max_tensor_elements: 16 << 20,
             rollback: RollbackPolicy::default(),
             background: Background::new(),
+            state_dir: None,
         }
     }
 }

@@ -208,6 +208,7 @@ impl Service {
                 min_requests: config.auto_rollback_min_requests,
             },
             background: crate::util::Background::new(),
+            state_dir: config.state_dir.clone(),
         };
         let audit =
             Audit::open(config.audit_log.as_deref()).map_err(|e| anyhow::anyhow!("cannot open the audit log: {e}"))?;
