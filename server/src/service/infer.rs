@@ -10,18 +10,18 @@ use super::observe::{self, Finished};
 use super::{InferRequest, InferResponse, Service};
 use crate::admission::prepare_job;
 use crate::error::{Error, Result};
-use crate::metrics::{self, Protocol};
+use crate::metrics::{self, Protocol, Traffic};
 use crate::registry::VersionHandle;
 use crate::trace::TraceContext;
 
 impl Service {
     /// Runs an inference request.
     pub async fn infer(&self, request: InferRequest) -> Result<InferResponse> {
-        let protocol = request.protocol;
+        let (protocol, traffic) = (request.protocol, request.traffic);
         let handle = match self.inner.registry.resolve(&request.model, request.version.as_deref()) {
             Ok(h) => h,
             Err(e) => {
-                metrics::unrouted_failure(protocol, e.kind);
+                metrics::unrouted_failure(protocol, traffic, e.kind);
                 return Err(e);
             }
         };
@@ -53,6 +53,7 @@ impl Service {
             result: &result,
             trace,
             parent,
+            traffic,
         };
         observe::notify(observers, &wanted, &done, inputs);
         result
@@ -60,8 +61,8 @@ impl Service {
 
     /// Counts a request the frontend could not decode: a failure that never
     /// reached a model. Returns `decoded` as it was.
-    pub fn decoded<T>(&self, protocol: Protocol, decoded: Result<T>) -> Result<T> {
-        decoded.inspect_err(|e| metrics::unrouted_failure(protocol, e.kind))
+    pub fn decoded<T>(&self, protocol: Protocol, traffic: Traffic, decoded: Result<T>) -> Result<T> {
+        decoded.inspect_err(|e| metrics::unrouted_failure(protocol, traffic, e.kind))
     }
 
     async fn run(
