@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the Rust tests run: nginx (nginx-light), the load balancer of the mirrored-traffic
 # test (server/tests/nginx_mirror.rs), which runs /usr/sbin/nginx itself on loopback ports. The package's own
-# service is not used: on machines with systemd it is stopped and disabled again right after the install.
+# service is never started: a temporary policy-rc.d refuses it during the install.
 set -euo pipefail
 
 if [ ! -x /usr/sbin/nginx ]; then
