@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The test command: provisions ONNX Runtime and the Python test tools, then runs the format and lint gates,
+# The test command: provisions ONNX Runtime, nginx (the mirrored-traffic test) and the Python test tools, then runs the format and lint gates,
 # the Rust unit and integration tests, and the interop tests with the real Triton clients (tritonclient over
 # HTTP and gRPC, perf_analyzer). Works on a fresh machine; later runs reuse what is already set up.
 set -euo pipefail
@@ -7,6 +7,7 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
 
 bash scripts/setup-ort.sh >/dev/null
+bash scripts/setup-system.sh >/dev/null
 bash scripts/setup-python.sh >/dev/null
 export ORT_DYLIB_PATH="$repo/.ort/lib/libonnxruntime.so"
 

@@ -64,6 +64,10 @@ pub fn prepare_job(
     max_tensor_elements: usize,
 ) -> Result<(Job, oneshot::Receiver<Result<JobOutput>>)> {
     let model = &handle.model;
+    if inputs.is_empty() && !handle.inputs.is_empty() {
+        // Every input optional: the batch size still comes from what the request sends.
+        return Err(Error::invalid(format!("the request has no inputs for model '{model}'")));
+    }
     for t in &inputs {
         if !handle.inputs.iter().any(|s| s.name == t.name) {
             return Err(Error::invalid(format!(

@@ -297,6 +297,12 @@ pub struct Config {
     /// `service.name` of the exported spans.
     #[arg(long, env = "SWITCHYARD_OTLP_SERVICE_NAME", default_value = "switchyard")]
     pub otlp_service_name: String,
+    /// Header (gRPC metadata) that marks a request as mirrored traffic when
+    /// set to anything but empty, `0` or `false`; a Host / `:authority`
+    /// ending in `-shadow` marks it too. Mirrored requests are answered
+    /// normally and kept out of production statistics and health.
+    #[arg(long, env = "SWITCHYARD_SHADOW_HEADER", default_value = "x-shadow-request")]
+    pub shadow_header: String,
     /// Prediction log: directory of the JSONL files (models opt in with
     /// `prediction_log.*` config parameters).
     #[arg(long, env = "SWITCHYARD_PREDICTION_LOG_DIR")]

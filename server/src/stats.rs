@@ -68,6 +68,10 @@ impl DurationStat {
         self.count.inc();
         self.ns.add(d.as_nanos() as u64);
     }
+    /// Occurrences so far.
+    pub fn count(&self) -> u64 {
+        self.count.get()
+    }
     fn proto(&self) -> StatisticDuration {
         StatisticDuration {
             count: self.count.get(),
@@ -91,6 +95,11 @@ pub struct VersionStats {
     pub success: DurationStat,
     /// Requests that failed after reaching the model, with their server time.
     pub fail: DurationStat,
+    /// Mirrored (shadow) requests answered successfully: kept out of `success`
+    /// and reported in the statistics' `properties` instead.
+    pub shadow_success: DurationStat,
+    /// Mirrored (shadow) requests that failed: kept out of `fail`.
+    pub shadow_fail: DurationStat,
     /// Time in the queue, per request.
     pub queue: DurationStat,
     /// Input preparation, per request.

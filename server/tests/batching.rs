@@ -127,5 +127,12 @@ async fn requests_with_different_optional_inputs_never_share_a_batch() {
         "requests with the same inputs still merged: {} executions",
         st.execution_count
     );
+    // With every input optional, a request still has to send one: rows come from it.
+    let opts = InferOptions::default();
+    let http = s.http.infer("optional", &[], &opts).await.unwrap_err().to_string();
+    let grpc = s.grpc.infer("optional", &[], &opts).await.unwrap_err().to_string();
+    for e in [http, grpc] {
+        assert!(e.contains("the request has no inputs"), "{e}");
+    }
     s.stop().await;
 }

@@ -783,6 +783,7 @@ async fn otlp_exports_one_span_per_request_in_the_callers_trace() {
     assert_eq!(traced["kind"], 2);
     assert_eq!(attr(traced, "model").as_deref(), Some("simple"));
     assert!(attr(traced, "batch_rows").is_some());
+    assert_eq!(attr(traced, "switchyard.traffic").as_deref(), Some("production"));
     let start: u128 = traced["startTimeUnixNano"].as_str().unwrap().parse().unwrap();
     let end: u128 = traced["endTimeUnixNano"].as_str().unwrap().parse().unwrap();
     assert!(start > 0 && end > start);

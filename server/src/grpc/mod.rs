@@ -1,6 +1,8 @@
 //! The gRPC frontend: `inference.GRPCInferenceService`, wire-compatible with
 //! Triton's. Methods convert messages, call the service and convert back.
 
+mod layer;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
@@ -12,14 +14,16 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status, Streaming};
 
+use crate::access::GrantedToken;
 use crate::access::admin::Caller;
-use crate::access::{GrantedToken, grpc_group};
 use crate::error::{Error, Result};
-use crate::metrics::Protocol;
+use crate::metrics::{Protocol, Traffic};
 use crate::service::{InferRequest, InferResponse, LoadParam, Param, Service};
 use crate::tensor::{DataType, Tensor, TensorData, decode_bytes_elements, echo, echo_shape, element_count};
 use crate::trace::{TRACEPARENT, TraceContext};
 
+use layer::Authority;
+pub use layer::{AccessLayer, AccessService};
 pub use pb::grpc_inference_service_server::GrpcInferenceServiceServer;
 
 /// Requests of one `ModelStreamInfer` stream computed at the same time.
@@ -66,15 +70,30 @@ impl GrpcService {
         &self,
         req: pb::ModelInferRequest,
         trace: Option<TraceContext>,
+        traffic: Traffic,
         headers: Arc<http::HeaderMap>,
     ) -> Result<(pb::ModelInferResponse, Option<TraceContext>)> {
         let decoded = decode_request(req, self.service.max_tensor_elements());
-        let mut request = self.service.decoded(Protocol::Grpc, decoded)?;
+        let mut request = self.service.decoded(Protocol::Grpc, traffic, decoded)?;
         request.trace = trace;
+        request.traffic = traffic;
         request.headers = Some(headers);
         let response = self.service.infer(request).await?;
         let trace = response.trace;
         Ok((encode_response(response), trace))
+    }
+}
+
+impl GrpcService {
+    /// Production or mirrored: the call's `:authority` (kept by [`AccessLayer`])
+    /// and the `--shadow-header` metadata.
+    fn traffic_of<T>(&self, req: &Request<T>) -> Traffic {
+        let host = req.extensions().get::<Authority>().map(|a| a.0.as_str());
+        let marker = req
+            .metadata()
+            .get(self.service.shadow_header())
+            .and_then(|v| v.to_str().ok());
+        crate::service::traffic_of(host, marker)
     }
 }
 
@@ -135,6 +154,7 @@ pub fn decode_request(req: pb::ModelInferRequest, max_elements: usize) -> Result
         protocol: Protocol::Grpc,
         received,
         trace: None,
+        traffic: crate::service::Traffic::Production,
         headers: None,
     })
 }
@@ -333,9 +353,9 @@ impl GrpcInferenceService for GrpcService {
     }
 
     async fn model_infer(&self, req: Request<pb::ModelInferRequest>) -> GrpcResult<pb::ModelInferResponse> {
-        let trace = trace_of(&req);
+        let (trace, traffic) = (trace_of(&req), self.traffic_of(&req));
         let headers = Arc::new(req.metadata().clone().into_headers());
-        let (response, trace) = self.infer(req.into_inner(), trace, headers).await?;
+        let (response, trace) = self.infer(req.into_inner(), trace, traffic, headers).await?;
         let routed_to = response.model_version.parse().ok();
         let mut response = Response::new(response);
         if let Some(value) = trace.and_then(|t| t.to_string().parse().ok()) {
@@ -353,7 +373,7 @@ impl GrpcInferenceService for GrpcService {
         &self,
         req: Request<Streaming<pb::ModelInferRequest>>,
     ) -> GrpcResult<Self::ModelStreamInferStream> {
-        let trace = trace_of(&req);
+        let (trace, traffic) = (trace_of(&req), self.traffic_of(&req));
         let headers = Arc::new(req.metadata().clone().into_headers());
         let mut inbound = req.into_inner();
         // Bounded: a slow reader stops the stream from reading more requests.
@@ -378,7 +398,7 @@ impl GrpcInferenceService for GrpcService {
                 let (this, tx, headers) = (this.clone(), tx.clone(), headers.clone());
                 background.spawn(async move {
                     let id = request.id.clone();
-                    let msg = match this.infer(request, trace, headers).await {
+                    let msg = match this.infer(request, trace, traffic, headers).await {
                         Ok((r, _)) => pb::ModelStreamInferResponse {
                             error_message: String::new(),
                             infer_response: Some(r),
@@ -531,69 +551,5 @@ fn caller<T>(req: &Request<T>) -> Caller {
             .map(str::to_string),
         admin_listener: false,
         api_token: req.extensions().get::<GrantedToken>().map(|t| t.0.clone()),
-    }
-}
-
-/// The access check of every gRPC call (`--grpc-restricted-protocol`,
-/// `--api-token-file`), `grpc.health.v1` included, by method path, before
-/// the request's messages are read. A refusal is a trailers-only response.
-#[derive(Debug, Clone)]
-pub struct AccessLayer {
-    service: Service,
-}
-
-impl AccessLayer {
-    /// The checks of `service`'s policy.
-    pub fn new(service: &Service) -> AccessLayer {
-        AccessLayer {
-            service: service.clone(),
-        }
-    }
-}
-
-impl<S> tower::Layer<S> for AccessLayer {
-    type Service = AccessService<S>;
-
-    fn layer(&self, inner: S) -> AccessService<S> {
-        AccessService {
-            inner,
-            service: self.service.clone(),
-        }
-    }
-}
-
-/// See [`AccessLayer`].
-#[derive(Debug, Clone)]
-pub struct AccessService<S> {
-    inner: S,
-    service: Service,
-}
-
-impl<S, B, RB> tower::Service<http::Request<B>> for AccessService<S>
-where
-    S: tower::Service<http::Request<B>, Response = http::Response<RB>>,
-    RB: Default,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = futures::future::Either<S::Future, std::future::Ready<std::result::Result<S::Response, S::Error>>>;
-
-    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::result::Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
-        if let Some(group) = grpc_group(req.uri().path()) {
-            let headers = req.headers();
-            let lookup = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-            match self.service.access().check(Protocol::Grpc, group, lookup) {
-                Ok(Some(token)) => {
-                    req.extensions_mut().insert(GrantedToken(token));
-                }
-                Ok(None) => {}
-                Err(e) => return futures::future::Either::Right(std::future::ready(Ok(Status::from(e).into_http()))),
-            }
-        }
-        futures::future::Either::Left(self.inner.call(req))
     }
 }

@@ -188,6 +188,7 @@ pub fn decode_request(
             protocol: Protocol::Http,
             received,
             trace: None,
+            traffic: crate::service::Traffic::Production,
             headers: None,
         },
         format: OutputFormat {

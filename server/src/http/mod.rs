@@ -459,6 +459,7 @@ async fn do_infer(s: AppState, model: String, version: Option<String>, req: Requ
         .get(TRACEPARENT)
         .and_then(|v| v.to_str().ok())
         .and_then(TraceContext::parse);
+    let traffic = traffic_of(&s.service, &req);
     let request_headers = std::sync::Arc::new(req.headers().clone());
     let body = read_body(req.into_body(), s.max_body).await?;
     let decoded = codec::decode_request(
@@ -469,8 +470,9 @@ async fn do_infer(s: AppState, model: String, version: Option<String>, req: Requ
         s.service.max_tensor_elements(),
         received,
     );
-    let mut decoded = s.service.decoded(Protocol::Http, decoded)?;
+    let mut decoded = s.service.decoded(Protocol::Http, traffic, decoded)?;
     decoded.request.trace = trace;
+    decoded.request.traffic = traffic;
     decoded.request.headers = Some(request_headers);
     let response = s.service.infer(decoded.request).await?;
     let encoded = codec::encode_response(&response, &decoded.format)?;
@@ -508,6 +510,18 @@ impl axum::extract::FromRequest<AppState> for BodyBytes {
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Error> {
         read_body(req.into_body(), state.max_body).await.map(BodyBytes)
     }
+}
+
+/// Production or mirrored: the `Host` header (HTTP/1) or the URI's authority
+/// (HTTP/2), and the `--shadow-header`.
+fn traffic_of(service: &crate::service::Service, req: &Request) -> crate::service::Traffic {
+    let headers = req.headers();
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()));
+    let marker = headers.get(service.shadow_header()).and_then(|v| v.to_str().ok());
+    crate::service::traffic_of(host, marker)
 }
 
 async fn read_body(body: Body, limit: usize) -> HttpResult<axum::body::Bytes> {

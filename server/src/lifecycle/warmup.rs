@@ -80,12 +80,14 @@ fn plan_requests(
     }
     sizes.sort_unstable();
     sizes.dedup();
+    // The required inputs; a model whose inputs are all optional gets all of them.
+    let all_optional = inputs.iter().all(|s| s.optional);
     sizes
         .into_iter()
         .map(|batch| {
             let tensors = inputs
                 .iter()
-                .filter(|s| !s.optional)
+                .filter(|s| all_optional || !s.optional)
                 .map(|s| {
                     let dims = s.dims.iter().map(|&d| if d < 0 { 1 } else { d });
                     let shape: Vec<i64> = if max_batch > 0 {

@@ -102,13 +102,41 @@ impl Protocol {
     }
 }
 
-/// Pre-registered handles of one model version.
+/// Whether a request is production traffic or a mirrored (shadow) copy of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Traffic {
+    /// Real traffic, whose answers reach users.
+    #[default]
+    Production,
+    /// A mirrored copy (Host `*-shadow`, or the `--shadow-header`): answered
+    /// normally, kept out of production statistics and health.
+    Shadow,
+}
+
+impl Traffic {
+    /// The metric label value: `"production"` or `"shadow"`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Traffic::Production => "production",
+            Traffic::Shadow => "shadow",
+        }
+    }
+
+    fn index(self) -> usize {
+        match self {
+            Traffic::Production => 0,
+            Traffic::Shadow => 1,
+        }
+    }
+}
+
+/// Pre-registered handles of one model version, by protocol and traffic.
 #[derive(Debug)]
 pub struct VersionMetrics {
     model: String,
     version: String,
-    success: [Counter; 2],
-    duration: [Histogram; 2],
+    success: [[Counter; 2]; 2],
+    duration: [[Histogram; 2]; 2],
     inflight: Gauge,
     nv_success: Counter,
     nv_failure: Counter,
@@ -132,17 +160,24 @@ impl VersionMetrics {
     /// Registers the handles of `model`/`version`.
     pub fn new(model: &str, version: &str) -> VersionMetrics {
         let (m, v) = (model.to_string(), version.to_string());
-        let per_protocol = |p: Protocol| {
-            (
-                metrics::counter!(REQUESTS, "model" => m.clone(), "version" => v.clone(), "protocol" => p.label(), "outcome" => "success"),
-                metrics::histogram!(REQUEST_DURATION, "model" => m.clone(), "version" => v.clone(), "protocol" => p.label()),
-            )
+        let success = |p: Protocol, t: Traffic| {
+            metrics::counter!(REQUESTS, "model" => m.clone(), "version" => v.clone(), "protocol" => p.label(),
+                "outcome" => "success", "traffic" => t.label())
         };
-        let (http_ok, http_d) = per_protocol(Protocol::Http);
-        let (grpc_ok, grpc_d) = per_protocol(Protocol::Grpc);
+        let duration = |p: Protocol, t: Traffic| {
+            metrics::histogram!(REQUEST_DURATION, "model" => m.clone(), "version" => v.clone(),
+                "protocol" => p.label(), "traffic" => t.label())
+        };
+        let (http, grpc, prod, shadow) = (Protocol::Http, Protocol::Grpc, Traffic::Production, Traffic::Shadow);
         VersionMetrics {
-            success: [http_ok, grpc_ok],
-            duration: [http_d, grpc_d],
+            success: [
+                [success(http, prod), success(http, shadow)],
+                [success(grpc, prod), success(grpc, shadow)],
+            ],
+            duration: [
+                [duration(http, prod), duration(http, shadow)],
+                [duration(grpc, prod), duration(grpc, shadow)],
+            ],
             inflight: metrics::gauge!(INFLIGHT, "model" => m.clone(), "version" => v.clone()),
             nv_success: triton_counter(triton::REQUEST_SUCCESS, model, version),
             nv_failure: triton_counter(triton::REQUEST_FAILURE, model, version),
@@ -165,29 +200,34 @@ impl VersionMetrics {
         InflightGuard { gauge: &self.inflight }
     }
 
-    /// Records a successful request.
-    pub fn success(&self, p: Protocol, seconds: f64) {
-        self.success[Self::index(p)].increment(1);
-        self.duration[Self::index(p)].record(seconds);
-        self.nv_success.increment(1);
-        self.nv_request_us
-            .increment(micros(Duration::from_secs_f64(seconds.max(0.0))));
+    /// Records a successful request (Triton's `nv_*` counters: production only).
+    pub fn success(&self, p: Protocol, t: Traffic, seconds: f64) {
+        self.success[Self::index(p)][t.index()].increment(1);
+        self.duration[Self::index(p)][t.index()].record(seconds);
+        if t == Traffic::Production {
+            self.nv_success.increment(1);
+            self.nv_request_us
+                .increment(micros(Duration::from_secs_f64(seconds.max(0.0))));
+        }
     }
 
-    /// Records a failed request (rare path: the handle is looked up by label).
-    pub fn failure(&self, p: Protocol, kind: ErrorKind, seconds: f64) {
+    /// Records a failed request (rare path: the handle is looked up by label;
+    /// Triton's `nv_*` counter: production only).
+    pub fn failure(&self, p: Protocol, t: Traffic, kind: ErrorKind, seconds: f64) {
         metrics::counter!(REQUESTS, "model" => self.model.clone(), "version" => self.version.clone(),
-            "protocol" => p.label(), "outcome" => kind.mapping().label)
+            "protocol" => p.label(), "outcome" => kind.mapping().label, "traffic" => t.label())
         .increment(1);
-        self.duration[Self::index(p)].record(seconds);
-        self.nv_failure.increment(1);
+        self.duration[Self::index(p)][t.index()].record(seconds);
+        if t == Traffic::Production {
+            self.nv_failure.increment(1);
+        }
     }
 }
 
 /// Records a request that failed before reaching a model version (unknown model, bad request).
-pub fn unrouted_failure(p: Protocol, kind: ErrorKind) {
+pub fn unrouted_failure(p: Protocol, t: Traffic, kind: ErrorKind) {
     metrics::counter!(REQUESTS, "model" => "", "version" => "", "protocol" => p.label(),
-        "outcome" => kind.mapping().label)
+        "outcome" => kind.mapping().label, "traffic" => t.label())
     .increment(1);
 }
 

@@ -1,13 +1,14 @@
 //! Every metric name the server exports, each described once
 //! ([`describe_all`], run when the recorder is installed). Units are in the
 //! names; labels are bounded (model, version, protocol, outcome, reason,
-//! state, listener, tensor, feature, sink).
+//! state, listener, tensor, feature, sink, traffic).
 
 use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
 
-/// Requests by outcome (`success`, or the error table's label).
+/// Requests by outcome (`success`, or the error table's label) and `traffic`
+/// (`production`, or `shadow` for mirrored requests).
 pub const REQUESTS: &str = "switchyard_inference_requests_total";
-/// Server time of each request, from decode to reply.
+/// Server time of each request, from decode to reply, by `traffic` too.
 pub const REQUEST_DURATION: &str = "switchyard_request_duration_seconds";
 /// Time in the batch queue.
 pub const QUEUE_DURATION: &str = "switchyard_queue_duration_seconds";
@@ -117,8 +118,15 @@ pub mod triton {
 /// Describes every metric to the installed recorder (Triton's names only
 /// when they are exported).
 pub(super) fn describe_all(triton_names: bool) {
-    describe_counter!(REQUESTS, "Inference requests by model, version, protocol and outcome.");
-    describe_histogram!(REQUEST_DURATION, Unit::Seconds, "Server time per inference request.");
+    describe_counter!(
+        REQUESTS,
+        "Inference requests by model, version, protocol, outcome and traffic (production, or shadow for mirrored requests)."
+    );
+    describe_histogram!(
+        REQUEST_DURATION,
+        Unit::Seconds,
+        "Server time per inference request, by traffic (production, shadow)."
+    );
     describe_histogram!(QUEUE_DURATION, Unit::Seconds, "Time requests wait in the batch queue.");
     describe_histogram!(
         COMPUTE_INPUT_DURATION,

@@ -98,7 +98,7 @@ impl HttpSink {
 
     fn headers(&self, job: &Job, ce_type: &'static str) -> HeaderMap {
         let r = &job.record;
-        let mut h = HeaderMap::with_capacity(12);
+        let mut h = HeaderMap::with_capacity(13);
         let mut put = |name: &'static str, value: &str| {
             if let Ok(v) = HeaderValue::from_str(&percent_encode(value)) {
                 h.insert(HeaderName::from_static(name), v);
@@ -113,6 +113,10 @@ impl HttpSink {
         put("ce-component", "predictor");
         put("ce-endpoint", "default");
         put("ce-modelversion", &r.version);
+        // Extension attribute of mirrored requests only (as the JSONL `traffic` field).
+        if r.traffic == crate::metrics::Traffic::Shadow {
+            put("ce-traffic", r.traffic.label());
+        }
         put(
             "ce-outcome",
             match &r.outcome {

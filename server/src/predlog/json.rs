@@ -33,6 +33,10 @@ impl Serialize for RecordJson<'_> {
         map.serialize_entry("version", &r.version)?;
         map.serialize_entry("label", &r.label)?;
         map.serialize_entry("protocol", r.protocol.label())?;
+        // Written for mirrored requests only: production records stay as they were.
+        if r.traffic == crate::metrics::Traffic::Shadow {
+            map.serialize_entry("traffic", r.traffic.label())?;
+        }
         match &r.outcome {
             Ok(()) => map.serialize_entry("outcome", "success")?,
             Err((kind, message)) => {

@@ -235,6 +235,9 @@ pub struct PredictionRecord {
     pub outputs: Vec<Tensor>,
     /// Distributed-tracing trace id, if any.
     pub trace_id: Option<String>,
+    /// Production, or a mirrored copy (a shadow's record carries
+    /// `"traffic": "shadow"` / `ce-traffic: shadow`; production records neither).
+    pub traffic: crate::metrics::Traffic,
 }
 
 /// A record with the privacy rules the sinks apply to it.

@@ -45,6 +45,7 @@ fn record(id: &str) -> PredictionRecord {
         inputs: vec![f32_tensor("x", &[1.0, 2.5])],
         outputs: vec![f32_tensor("y", &[3.5])],
         trace_id: None,
+        traffic: crate::metrics::Traffic::Production,
     }
 }
 
@@ -365,6 +366,7 @@ fn cloudevents_arrive_in_pairs_with_one_id() {
     let mut failed = record("req-8");
     failed.outcome = Err((ErrorKind::Timeout, "too slow".into()));
     failed.outputs.clear();
+    failed.traffic = crate::metrics::Traffic::Shadow;
     log.submit(&all(), failed);
     assert!(log.flush(WAIT));
     assert_eq!((log.written(), log.dropped()), (2, 0));
@@ -384,6 +386,7 @@ fn cloudevents_arrive_in_pairs_with_one_id() {
         assert_eq!(header(h, "ce-component"), "predictor");
         assert_eq!(header(h, "ce-traceid"), "t1");
         assert_eq!(header(h, "content-type"), "application/json");
+        assert!(h.get("ce-traffic").is_none(), "production events carry no ce-traffic");
     }
     let req: Value = serde_json::from_slice(req_b).unwrap();
     assert_eq!(req["id"], "req-7");
@@ -410,6 +413,7 @@ fn cloudevents_arrive_in_pairs_with_one_id() {
     assert_eq!(header(h, "ce-id"), "req-8");
     assert_eq!(header(h, "ce-type"), http::RESPONSE_TYPE);
     assert_eq!(header(h, "ce-outcome"), "timeout");
+    assert_eq!(header(h, "ce-traffic"), "shadow", "a mirrored request's events say so");
     assert_eq!(
         serde_json::from_slice::<Value>(body).unwrap(),
         json!({"error":"too slow"})

@@ -10,7 +10,7 @@ use super::observe::{self, Finished};
 use super::{InferRequest, InferResponse, Param, Service};
 use crate::admission::prepare_job;
 use crate::error::{Error, Result};
-use crate::metrics::{self, Protocol};
+use crate::metrics::{self, Protocol, Traffic};
 use crate::registry::VersionHandle;
 use crate::trace::TraceContext;
 use crate::traffic::TrafficPolicy;
@@ -39,7 +39,7 @@ fn sticky_key(policy: &TrafficPolicy, request: &InferRequest) -> Option<String> 
 impl Service {
     /// Runs an inference request.
     pub async fn infer(&self, request: InferRequest) -> Result<InferResponse> {
-        let protocol = request.protocol;
+        let (protocol, traffic) = (request.protocol, request.traffic);
         let routed = self
             .inner
             .registry
@@ -50,7 +50,7 @@ impl Service {
                 h
             }
             Err(e) => {
-                metrics::unrouted_failure(protocol, e.kind);
+                metrics::unrouted_failure(protocol, traffic, e.kind);
                 return Err(e);
             }
         };
@@ -82,6 +82,7 @@ impl Service {
             result: &result,
             trace,
             parent,
+            traffic,
         };
         observe::notify(observers, &wanted, &done, inputs);
         result
@@ -89,8 +90,8 @@ impl Service {
 
     /// Counts a request the frontend could not decode: a failure that never
     /// reached a model. Returns `decoded` as it was.
-    pub fn decoded<T>(&self, protocol: Protocol, decoded: Result<T>) -> Result<T> {
-        decoded.inspect_err(|e| metrics::unrouted_failure(protocol, e.kind))
+    pub fn decoded<T>(&self, protocol: Protocol, traffic: Traffic, decoded: Result<T>) -> Result<T> {
+        decoded.inspect_err(|e| metrics::unrouted_failure(protocol, traffic, e.kind))
     }
 
     async fn run(

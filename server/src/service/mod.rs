@@ -26,7 +26,7 @@ use crate::config::{Config, ControlMode};
 use crate::error::{Error, Result};
 use crate::lifecycle::audit::Audit;
 use crate::lifecycle::{Deployer, LoadSettings, RollbackPolicy};
-use crate::metrics::Protocol;
+pub use crate::metrics::{Protocol, Traffic};
 use crate::predlog::{PredictionLog, PredictionLogSettings};
 use crate::registry::{IndexEntry, Registry, TensorSpec, VersionHandle};
 use crate::repository;
@@ -64,6 +64,8 @@ pub struct InferRequest {
     pub received: Instant,
     /// The caller's W3C trace context, if it sent one.
     pub trace: Option<TraceContext>,
+    /// Production, or a mirrored copy ([`traffic_of`]).
+    pub traffic: Traffic,
     /// The request's HTTP headers / gRPC metadata, where a traffic policy's
     /// sticky key may be read.
     pub headers: Option<Arc<http::HeaderMap>>,
@@ -157,6 +159,8 @@ struct Inner {
     access: Access,
     predictions: PredictionLog,
     otlp: crate::otlp::Exporter,
+    /// The header (metadata) that marks a request as mirrored, lowercase.
+    shadow_header: String,
     /// Consumers of finished requests, in order (fixed at construction).
     observers: Vec<Box<dyn observe::Observer>>,
     /// Written by the control plane once start-up loading is done, read by health checks.
@@ -255,6 +259,7 @@ impl Service {
                 observers,
                 predictions,
                 otlp,
+                shadow_header: config.shadow_header.to_ascii_lowercase(),
                 repo: config.repository(),
                 control_mode: config.model_control_mode,
                 max_tensor_elements: config.max_tensor_elements,
@@ -282,6 +287,11 @@ impl Service {
     /// Loads, unloads and routing changes (for the control plane).
     pub fn deployer(&self) -> &Deployer {
         &self.inner.deployer
+    }
+
+    /// The header (gRPC metadata) that marks a request as mirrored, lowercase.
+    pub fn shadow_header(&self) -> &str {
+        &self.inner.shadow_header
     }
 
     /// Largest element count one tensor may declare.
@@ -457,5 +467,80 @@ impl Service {
 fn version_statistics(h: &VersionHandle) -> ModelStatistics {
     let mut s = h.stats.to_proto(&h.model, &h.version_label);
     s.properties = h.provenance().into_iter().collect();
+    s.properties.insert(
+        "shadow_success_count".into(),
+        h.stats.shadow_success.count().to_string(),
+    );
+    s.properties
+        .insert("shadow_fail_count".into(), h.stats.shadow_fail.count().to_string());
     s
+}
+
+/// Whether a request is mirrored traffic: its Host / `:authority` host part
+/// ends in `-shadow` (before any `:port`, case-insensitive), or it carries the
+/// `--shadow-header` with a value other than empty, `0` or `false`. The
+/// frontends pass the two strings; this is the one place that decides.
+pub fn traffic_of(host: Option<&str>, shadow_header: Option<&str>) -> Traffic {
+    let marked = shadow_header.is_some_and(|v| {
+        let v = v.trim();
+        !(v.is_empty() || v == "0" || v.eq_ignore_ascii_case("false"))
+    });
+    let shadow_host = host.is_some_and(|h| {
+        let h = h.trim();
+        // `[v6]:port` or `[v6]`: an address literal, never a shadow name.
+        let name = if h.starts_with('[') {
+            ""
+        } else {
+            h.rsplit_once(':')
+                .filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
+                .map_or(h, |(name, _)| name)
+        };
+        let name = name.strip_suffix('.').unwrap_or(name);
+        name.len() >= 7 && name[name.len() - 7..].eq_ignore_ascii_case("-shadow")
+    });
+    if marked || shadow_host {
+        Traffic::Shadow
+    } else {
+        Traffic::Production
+    }
+}
+
+#[cfg(test)]
+mod traffic_tests {
+    use super::{Traffic, traffic_of};
+
+    #[test]
+    fn host_names_ending_in_shadow_are_mirrored() {
+        let shadow = |h: &str| traffic_of(Some(h), None) == Traffic::Shadow;
+        assert!(shadow("model-shadow"));
+        assert!(shadow("model-shadow:8000"));
+        assert!(shadow("Model-SHADOW:8000"));
+        assert!(shadow("svc.ns-shadow"));
+        assert!(shadow("model-shadow."));
+        assert!(!shadow("model"));
+        assert!(!shadow("model:8000"));
+        assert!(!shadow("shadow"));
+        assert!(!shadow("model-shadow.example.com"));
+        assert!(!shadow("model-shadowed:8000"));
+        assert!(!shadow("[::1]:8000"));
+        assert!(!shadow("[::1]"));
+        assert!(!shadow("127.0.0.1:8000"));
+        assert!(!shadow(""));
+        assert_eq!(traffic_of(None, None), Traffic::Production);
+    }
+
+    #[test]
+    fn the_header_marks_unless_empty_zero_or_false() {
+        let shadow = |v: &str| traffic_of(Some("localhost:8000"), Some(v)) == Traffic::Shadow;
+        assert!(shadow("1"));
+        assert!(shadow("true"));
+        assert!(shadow("yes"));
+        assert!(shadow("mirror"));
+        assert!(!shadow(""));
+        assert!(!shadow(" "));
+        assert!(!shadow("0"));
+        assert!(!shadow("false"));
+        assert!(!shadow("FALSE"));
+        assert!(traffic_of(Some("a-shadow"), Some("0")) == Traffic::Shadow);
+    }
 }

@@ -1,13 +1,15 @@
 //! What happens after a request ran: statistics and the rollback window,
 //! the OTLP span, drift monitoring and the prediction log, each an
-//! [`Observer`]. Before the request runs, each observer says whether it needs
+//! [`Observer`]. Mirrored (shadow) requests feed the metrics under
+//! `traffic="shadow"`, their own statistics counters, spans and the
+//! prediction log (marked), never Triton's counts, the rollback window or drift. Before the request runs, each observer says whether it needs
 //! the request's tensors; only then are they copied, once per observer that
 //! takes them (the last one takes the originals).
 
 use std::time::{Duration, SystemTime};
 
 use crate::error::Result;
-use crate::metrics::Protocol;
+use crate::metrics::{Protocol, Traffic};
 use crate::otlp;
 use crate::predlog::{PredictionLog, PredictionRecord};
 use crate::registry::VersionHandle;
@@ -35,6 +37,8 @@ pub struct Finished<'a> {
     pub trace: Option<TraceContext>,
     /// The caller's span, if it sent one.
     pub parent: Option<TraceContext>,
+    /// Production, or a mirrored copy.
+    pub traffic: Traffic,
 }
 
 /// The tensors of a finished request, for an observer that asked for them.
@@ -67,16 +71,29 @@ impl Observer for Statistics {
     }
 
     fn observe(&self, done: &Finished<'_>, _: Option<Payload>) {
-        let (h, elapsed) = (done.handle, done.elapsed);
-        h.health.record(elapsed, done.result.as_ref().err().map(|e| e.kind));
+        let (h, elapsed, traffic) = (done.handle, done.elapsed, done.traffic);
+        let production = traffic == Traffic::Production;
+        if production {
+            h.health.record(elapsed, done.result.as_ref().err().map(|e| e.kind));
+        }
         match done.result {
             Ok(_) => {
-                h.stats.success.record(elapsed);
-                h.metrics.success(done.protocol, elapsed.as_secs_f64());
+                if production {
+                    &h.stats.success
+                } else {
+                    &h.stats.shadow_success
+                }
+                .record(elapsed);
+                h.metrics.success(done.protocol, traffic, elapsed.as_secs_f64());
             }
             Err(e) => {
-                h.stats.fail.record(elapsed);
-                h.metrics.failure(done.protocol, e.kind, elapsed.as_secs_f64());
+                if production {
+                    &h.stats.fail
+                } else {
+                    &h.stats.shadow_fail
+                }
+                .record(elapsed);
+                h.metrics.failure(done.protocol, traffic, e.kind, elapsed.as_secs_f64());
             }
         }
     }
@@ -104,6 +121,7 @@ impl Observer for Spans {
             ("model.version", done.handle.version_label.clone()),
             ("request.id", done.id.to_string()),
             ("protocol", done.protocol.label().to_string()),
+            ("switchyard.traffic", done.traffic.label().to_string()),
         ];
         if let Ok(r) = done.result {
             let us = |d: Duration| d.as_micros().to_string();
@@ -125,8 +143,8 @@ impl Observer for Spans {
 }
 
 /// The version's drift monitor: its sampler decides before the run, so a
-/// request it does not sample is never copied; only successful requests are
-/// analysed.
+/// request it does not sample is never copied; only successful production
+/// requests are analysed (a shadow's sample is taken but not submitted).
 #[derive(Debug)]
 pub struct Drift;
 
@@ -136,6 +154,9 @@ impl Observer for Drift {
     }
 
     fn observe(&self, done: &Finished<'_>, payload: Option<Payload>) {
+        if done.traffic == Traffic::Shadow {
+            return;
+        }
         if let (Some(drift), Ok(_), Some(p)) = (&done.handle.drift, done.result, payload) {
             drift.submit(p.inputs, p.outputs);
         }
@@ -179,6 +200,7 @@ impl Observer for Predictions {
                 inputs: p.inputs,
                 outputs: p.outputs,
                 trace_id: done.trace.map(|t| t.trace_id_hex()),
+                traffic: done.traffic,
             },
         );
     }
