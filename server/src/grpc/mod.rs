@@ -354,8 +354,10 @@ impl GrpcInferenceService for GrpcService {
 
     async fn model_infer(&self, req: Request<pb::ModelInferRequest>) -> GrpcResult<pb::ModelInferResponse> {
         let (trace, traffic) = (trace_of(&req), self.traffic_of(&req));
-        let headers = Arc::new(req.metadata().clone().into_headers());
-        let (response, trace) = self.infer(req.into_inner(), trace, traffic, headers).await?;
+        // Moved, not copied: the metadata is where a traffic policy's sticky key may be.
+        let (metadata, _, message) = req.into_parts();
+        let headers = Arc::new(metadata.into_headers());
+        let (response, trace) = self.infer(message, trace, traffic, headers).await?;
         let routed_to = response.model_version.parse().ok();
         let mut response = Response::new(response);
         if let Some(value) = trace.and_then(|t| t.to_string().parse().ok()) {
@@ -374,8 +376,8 @@ impl GrpcInferenceService for GrpcService {
         req: Request<Streaming<pb::ModelInferRequest>>,
     ) -> GrpcResult<Self::ModelStreamInferStream> {
         let (trace, traffic) = (trace_of(&req), self.traffic_of(&req));
-        let headers = Arc::new(req.metadata().clone().into_headers());
-        let mut inbound = req.into_inner();
+        let (metadata, _, mut inbound) = req.into_parts();
+        let headers = Arc::new(metadata.into_headers());
         // Bounded: a slow reader stops the stream from reading more requests.
         let (tx, rx) = mpsc::channel(STREAM_CONCURRENCY);
         let permits = Arc::new(Semaphore::new(STREAM_CONCURRENCY));

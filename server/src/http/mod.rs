@@ -460,8 +460,10 @@ async fn do_infer(s: AppState, model: String, version: Option<String>, req: Requ
         .and_then(|v| v.to_str().ok())
         .and_then(TraceContext::parse);
     let traffic = traffic_of(&s.service, &req);
-    let request_headers = std::sync::Arc::new(req.headers().clone());
-    let body = read_body(req.into_body(), s.max_body).await?;
+    // Moved, not copied: the headers are where a traffic policy's sticky key may be.
+    let (parts, body) = req.into_parts();
+    let request_headers = std::sync::Arc::new(parts.headers);
+    let body = read_body(body, s.max_body).await?;
     let decoded = codec::decode_request(
         body,
         header_len,
