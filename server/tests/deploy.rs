@@ -419,24 +419,9 @@ async fn admin_operations_need_the_token_and_the_admin_port() {
     s.stop().await;
 }
 
-fn validate(repo: &Path) -> (bool, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .args(["validate", "--model-repository"])
-        .arg(repo)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
-
 #[test]
 fn validate_passes_the_examples_and_names_each_problem() {
-    let (ok, report) = validate(&common::models_dir());
+    let (ok, report) = common::validate(&common::models_dir());
     assert!(ok, "{report}");
     assert!(
         report.contains("PASS  simple") && report.contains("golden set passed"),
@@ -445,7 +430,7 @@ fn validate_passes_the_examples_and_names_each_problem() {
 
     let repo = temp_repo(&["simple"]);
     std::fs::write(repo.path().join("simple/2/model.onnx"), b"not onnx").unwrap();
-    let (ok, report) = validate(repo.path());
+    let (ok, report) = common::validate(repo.path());
     assert!(!ok);
     assert!(
         report.contains("FAIL  simple") && report.contains("version 2"),
@@ -454,7 +439,7 @@ fn validate_passes_the_examples_and_names_each_problem() {
 
     let repo = temp_repo(&["simple"]);
     write_case(&repo.path().join("simple/1"), 5);
-    let (ok, report) = validate(repo.path());
+    let (ok, report) = common::validate(repo.path());
     assert!(!ok);
     assert!(
         report.contains("golden case 'case'") && report.contains("element 0"),
@@ -467,7 +452,7 @@ fn validate_passes_the_examples_and_names_each_problem() {
         .unwrap()
         .replacen("TYPE_INT32", "TYPE_FP32", 1);
     std::fs::write(&config, text).unwrap();
-    let (ok, report) = validate(repo.path());
+    let (ok, report) = common::validate(repo.path());
     assert!(!ok);
     assert!(report.contains("INPUT0"), "{report}");
 
@@ -477,7 +462,7 @@ fn validate_passes_the_examples_and_names_each_problem() {
         r#"{"p99_ms": 0.000001, "requests": 10}"#,
     )
     .unwrap();
-    let (ok, report) = validate(repo.path());
+    let (ok, report) = common::validate(repo.path());
     assert!(!ok);
     assert!(report.contains("latency budget"), "{report}");
 }

@@ -7,7 +7,6 @@
 mod common;
 
 use std::collections::HashMap;
-use std::path::Path;
 
 use common::{TestServer, WAIT, simple_inputs, temp_repo};
 use prometheus_parse::{Scrape, Value as PromValue};
@@ -17,17 +16,6 @@ use switchyard_client::{Data, InferOptions, proto};
 
 /// The header this test's server is told to read (mixed case: names are case-insensitive).
 const HEADER: &str = "X-Mirrored";
-
-fn add_parameters(repo: &Path, model: &str, params: &[(&str, &str)]) {
-    let path = repo.join(model).join("config.pbtxt");
-    let mut text = std::fs::read_to_string(&path).unwrap();
-    for (k, v) in params {
-        text.push_str(&format!(
-            "\nparameters {{ key: \"{k}\" value: {{ string_value: \"{v}\" }} }}\n"
-        ));
-    }
-    std::fs::write(&path, text).unwrap();
-}
 
 async fn scrape(s: &TestServer) -> Scrape {
     let url = format!("http://{}/metrics", s.server.metrics_addr);
@@ -136,7 +124,7 @@ fn triton_counts(s: &TestServer) -> (u64, u64, HashMap<String, String>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mirrored_requests_are_answered_and_kept_apart() {
     let repo = temp_repo(&["simple"]);
-    add_parameters(repo.path(), "simple", &[("prediction_log.sample_rate", "1.0")]);
+    common::add_parameters(repo.path(), "simple", &[("prediction_log.sample_rate", "1.0")]);
     let log_dir = tempfile::tempdir().unwrap();
     let dir = log_dir.path().to_path_buf();
     let s = TestServer::start(repo.path(), |c| {

@@ -9,7 +9,6 @@
 mod common;
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::{TestServer, WAIT, simple_inputs, temp_repo};
@@ -25,18 +24,6 @@ use switchyard_client::{ClientError, Data, InferOptions, Tensor, proto};
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const PARENT_SPAN: &str = "00f067aa0ba902b7";
 const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-
-/// Appends `parameters` entries to `<repo>/<model>/config.pbtxt`.
-fn add_parameters(repo: &Path, model: &str, params: &[(&str, &str)]) {
-    let path = repo.join(model).join("config.pbtxt");
-    let mut text = std::fs::read_to_string(&path).unwrap();
-    for (k, v) in params {
-        text.push_str(&format!(
-            "\nparameters {{ key: \"{k}\" value: {{ string_value: \"{v}\" }} }}\n"
-        ));
-    }
-    std::fs::write(&path, text).unwrap();
-}
 
 fn opts_with_id(id: &str) -> InferOptions {
     InferOptions {
@@ -127,7 +114,7 @@ fn sum(scrape: &Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prediction_log_records_http_and_grpc_including_failures() {
     let repo = temp_repo(&["simple"]);
-    add_parameters(
+    common::add_parameters(
         repo.path(),
         "simple",
         &[
@@ -303,7 +290,7 @@ async fn event_receiver() -> (String, tokio::sync::mpsc::UnboundedReceiver<Event
 async fn cloudevents_sink_receives_request_and_response_events() {
     let (url, mut events) = event_receiver().await;
     let repo = temp_repo(&["simple"]);
-    add_parameters(repo.path(), "simple", &[("prediction_log.sample_rate", "1")]);
+    common::add_parameters(repo.path(), "simple", &[("prediction_log.sample_rate", "1")]);
     let s = TestServer::start(repo.path(), |c| c.prediction_log_url = Some(url)).await;
 
     let mut sent = HashMap::new();
@@ -407,7 +394,7 @@ async fn stalled_sink_never_slows_requests() {
         }
     });
     let repo = temp_repo(&["simple"]);
-    add_parameters(repo.path(), "simple", &[("prediction_log.sample_rate", "1.0")]);
+    common::add_parameters(repo.path(), "simple", &[("prediction_log.sample_rate", "1.0")]);
     let s = TestServer::start(repo.path(), |c| {
         c.prediction_log_url = Some(url);
         c.prediction_log_queue = 4;
@@ -527,7 +514,7 @@ fn max_feature_psi(report: &Value) -> f64 {
 async fn drift_gauge_and_alert_on_shifted_inputs() {
     let repo = temp_repo(&["classifier"]);
     let window = 500;
-    add_parameters(
+    common::add_parameters(
         repo.path(),
         "classifier",
         &[

@@ -347,31 +347,16 @@ async fn labels_and_overrides_survive_a_restart_with_a_state_dir() {
     s.stop().await;
 }
 
-fn validate(repo: &Path) -> (bool, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .args(["validate", "--model-repository"])
-        .arg(repo)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
-
 #[test]
 fn validate_checks_the_traffic_policy() {
     let repo = temp_repo(&["simple"]);
     write_policy(repo.path(), "default: 1\ncanary: [{ target: 2, weight: 10 }]\n");
-    let (ok, report) = validate(repo.path());
+    let (ok, report) = common::validate(repo.path());
     assert!(ok, "{report}");
     assert!(report.contains("traffic.yaml:"), "{report}");
 
     write_policy(repo.path(), "default: 1\ncanary: [{ target: 3, weight: 10 }]\n");
-    let (ok, report) = validate(repo.path());
+    let (ok, report) = common::validate(repo.path());
     assert!(!ok);
     assert!(
         report.contains("traffic.yaml") && report.contains("canary[0].target"),
@@ -379,7 +364,7 @@ fn validate_checks_the_traffic_policy() {
     );
 
     write_policy(repo.path(), "default: 1\nweights: 3\n");
-    let (ok, report) = validate(repo.path());
+    let (ok, report) = common::validate(repo.path());
     assert!(!ok);
     assert!(
         report.contains("traffic.yaml") && report.contains("weights"),

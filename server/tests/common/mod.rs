@@ -98,3 +98,31 @@ pub async fn assert_still_serving(s: &TestServer) {
     let r = s.grpc.infer("simple", &simple_inputs(&a, &b), &opts).await.unwrap();
     assert_eq!(r.output("OUTPUT0").unwrap().data, Data::I32(want));
 }
+
+/// Appends `parameters` entries to `<repo>/<model>/config.pbtxt`.
+pub fn add_parameters(repo: &Path, model: &str, params: &[(&str, &str)]) {
+    let path = repo.join(model).join("config.pbtxt");
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    for (k, v) in params {
+        text.push_str(&format!(
+            "\nparameters {{ key: \"{k}\" value: {{ string_value: \"{v}\" }} }}\n"
+        ));
+    }
+    std::fs::write(&path, text).unwrap();
+}
+
+/// Runs `switchyard validate` on `repo`: whether it passed, and its report.
+pub fn validate(repo: &Path) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["validate", "--model-repository"])
+        .arg(repo)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
