@@ -17,6 +17,8 @@ pub enum Actor {
     Poll,
     /// The automatic rollback after a promotion breached its budget.
     AutoRollback,
+    /// The promotion gate of a shadow experiment.
+    ShadowGate,
     /// Retiring every model at shutdown.
     Shutdown,
     /// `switchyard validate`.
@@ -33,6 +35,7 @@ impl Actor {
             Actor::Startup => "startup".into(),
             Actor::Poll => "poll".into(),
             Actor::AutoRollback => "auto-rollback".into(),
+            Actor::ShadowGate => "shadow-gate".into(),
             Actor::Shutdown => "shutdown".into(),
             Actor::Validate => "validate".into(),
         }

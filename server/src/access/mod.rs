@@ -94,9 +94,10 @@ impl Group {
 ///
 /// Switchyard's own endpoints: labels (read and change), the default route
 /// and rollback change what a model name serves, so they are
-/// `model-repository` like load and unload; drift reports describe the
-/// traffic a version has served, so they are `statistics` (not `metadata`,
-/// which describes the model itself).
+/// `model-repository` like load and unload, and so is the traffic policy
+/// (read and override); drift and shadow reports describe the traffic a
+/// model has served, so they are `statistics` (not `metadata`, which
+/// describes the model itself).
 pub fn http_group(route: &str) -> Option<Group> {
     let tail = route
         .strip_prefix("/v2/models/{model}/versions/{version}")
@@ -106,9 +107,9 @@ pub fn http_group(route: &str) -> Option<Group> {
             "" => Some(Group::Metadata),
             "/ready" => Some(Group::Health),
             "/config" => Some(Group::ModelConfig),
-            "/stats" | "/drift" => Some(Group::Statistics),
+            "/stats" | "/drift" | "/shadow" => Some(Group::Statistics),
             "/infer" => Some(Group::Inference),
-            "/labels" | "/labels/{label}" | "/default" | "/rollback" => Some(Group::ModelRepository),
+            "/labels" | "/labels/{label}" | "/default" | "/rollback" | "/traffic" => Some(Group::ModelRepository),
             _ => None,
         };
     }
@@ -556,6 +557,8 @@ mod tests {
             "/v2/models/{model}/labels/{label}",
             "/v2/models/{model}/default",
             "/v2/models/{model}/rollback",
+            "/v2/models/{model}/traffic",
+            "/v2/models/{model}/shadow",
         ] {
             assert!(http_group(route).is_some(), "{route}");
         }

@@ -69,6 +69,10 @@ pub struct Job {
     pub seq: u64,
     /// The request's W3C trace context (its server span), for the batch span.
     pub trace: Option<crate::trace::TraceContext>,
+    /// A mirrored copy (shadow traffic): queued behind every other request,
+    /// its deadline its own `timeout`, not counted against the levels'
+    /// capacities (the mirror bounds its copies) nor in dropped statistics.
+    pub shadow: bool,
     /// Where the result goes.
     pub reply: oneshot::Sender<Result<JobOutput>>,
 }
@@ -97,6 +101,7 @@ impl Job {
             delayed: false,
             seq: 0,
             trace: None,
+            shadow: false,
             reply,
         }
     }
@@ -173,11 +178,14 @@ impl QueuePolicy {
 }
 
 struct State {
-    /// Ordered by (delayed, level), then arrival: the head is the oldest
+    /// Production requests by level, then arrival; then delayed ones, by
+    /// arrival; then shadow copies, by arrival. The head is the oldest
     /// request of the highest non-empty priority.
     queue: VecDeque<Job>,
-    /// Requests held per level.
+    /// Requests held per level (shadow copies not included).
     counts: Vec<usize>,
+    /// Shadow copies held.
+    shadows: usize,
     /// Arrival number of the next request.
     next_seq: u64,
     closed: bool,
@@ -187,9 +195,18 @@ struct State {
 }
 
 impl State {
+    /// Production requests waiting (the queue-depth metric).
+    fn depth(&self) -> usize {
+        self.queue.len() - self.shadows
+    }
+
     fn remove(&mut self, index: usize) -> Option<Job> {
         let job = self.queue.remove(index)?;
-        self.counts[job.level] -= 1;
+        if job.shadow {
+            self.shadows -= 1;
+        } else {
+            self.counts[job.level] -= 1;
+        }
         Some(job)
     }
 }
@@ -292,6 +309,7 @@ impl BatchQueue {
                 state: Mutex::new(State {
                     queue: VecDeque::with_capacity(64),
                     counts: vec![0; levels],
+                    shadows: 0,
                     next_seq: 0,
                     closed: false,
                     warming: false,
@@ -313,9 +331,24 @@ impl BatchQueue {
     /// level is full or the queue is closed.
     pub fn submit(&self, mut job: Job) -> Result<()> {
         let qp = &self.shared.queue_policy;
+        job.delayed = false;
+        if job.shadow {
+            job.level = qp.levels.len() - 1;
+            job.deadline = job.timeout.and_then(|t| job.enqueued.checked_add(t));
+            let mut state = self.shared.state.lock();
+            if state.closed {
+                return Err(Error::unavailable("model version is being unloaded"));
+            }
+            job.seq = state.next_seq;
+            state.next_seq += 1;
+            state.queue.push_back(job);
+            state.shadows += 1;
+            drop(state);
+            self.shared.wake.notify_one();
+            return Ok(());
+        }
         job.level = qp.level_of(job.priority);
         job.deadline = qp.deadline(job.level, job.timeout, job.enqueued);
-        job.delayed = false;
         let mut state = self.shared.state.lock();
         if state.closed {
             return Err(Error::unavailable("model version is being unloaded"));
@@ -331,19 +364,21 @@ impl BatchQueue {
         job.seq = state.next_seq;
         state.next_seq += 1;
         let level = job.level;
-        let at = state.queue.partition_point(|j| (j.delayed, j.level) <= (false, level));
+        let at = state
+            .queue
+            .partition_point(|j| !j.shadow && !j.delayed && j.level <= level);
         state.queue.insert(at, job);
         state.counts[level] += 1;
-        let depth = state.queue.len();
+        let depth = state.depth();
         drop(state);
         self.shared.stats.set_queue_depth(depth);
         self.shared.wake.notify_one();
         Ok(())
     }
 
-    /// Requests waiting now.
+    /// Production requests waiting now (shadow copies not included).
     pub fn depth(&self) -> usize {
-        self.shared.state.lock().queue.len()
+        self.shared.state.lock().depth()
     }
 
     /// While warming (before the version is published), batches run without
@@ -380,7 +415,7 @@ impl BatchQueue {
                             batch.push(job);
                         }
                     }
-                    shared.stats.set_queue_depth(state.queue.len());
+                    shared.stats.set_queue_depth(state.depth());
                     if !state.queue.is_empty() {
                         // Another executor may start on what is left.
                         shared.wake.notify_one();
@@ -409,24 +444,34 @@ impl BatchQueue {
         let shared = &*self.shared;
         let stats = &shared.stats;
         let levels = &shared.queue_policy.levels;
-        let State { queue, counts, .. } = state;
+        let State {
+            queue, counts, shadows, ..
+        } = state;
         let mut delayed = Vec::new();
         queue.retain_mut(|job| {
             if job.reply.is_closed() {
-                stats.record_dropped(Dropped::Cancelled);
-                counts[job.level] -= 1;
+                if job.shadow {
+                    *shadows -= 1;
+                } else {
+                    stats.record_dropped(Dropped::Cancelled);
+                    counts[job.level] -= 1;
+                }
                 shared.skip(job.seq);
                 return false;
             }
             if job.deadline.is_some_and(|d| d <= now) {
-                if levels[job.level].delay_on_timeout {
+                if !job.shadow && levels[job.level].delay_on_timeout {
                     job.deadline = None;
                     job.delayed = true;
                     delayed.push(std::mem::replace(job, placeholder()));
                     return false;
                 }
-                stats.record_dropped(Dropped::Timeout);
-                counts[job.level] -= 1;
+                if job.shadow {
+                    *shadows -= 1;
+                } else {
+                    stats.record_dropped(Dropped::Timeout);
+                    counts[job.level] -= 1;
+                }
                 let reply = std::mem::replace(&mut job.reply, oneshot::channel().0);
                 let timeout = Error::new(ErrorKind::Timeout, "request timed out in the queue before execution");
                 shared.reply(job.seq, reply, Err(timeout));
@@ -434,7 +479,11 @@ impl BatchQueue {
             }
             true
         });
-        queue.extend(delayed);
+        // Behind production requests, ahead of shadow copies.
+        let at = queue.partition_point(|j| !j.shadow);
+        for (i, job) in delayed.into_iter().enumerate() {
+            queue.insert(at + i, job);
+        }
     }
 
     /// Starts one thread per executor; they run until the queue is closed

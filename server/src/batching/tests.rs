@@ -280,3 +280,68 @@ fn preserve_ordering_answers_in_arrival_order() {
     assert_eq!(output(low).unwrap(), [2]);
     assert_eq!(output(high).unwrap(), [4]);
 }
+
+impl Harness {
+    fn submit_shadow(&self, rows: &[u8], timeout: Duration) -> Result<oneshot::Receiver<Result<JobOutput>>> {
+        let (tx, rx) = oneshot::channel();
+        let input = Tensor {
+            name: "x".into(),
+            datatype: DataType::Uint8,
+            shape: vec![rows.len() as i64, 1],
+            data: TensorData::Fixed(Bytes::copy_from_slice(rows)),
+        };
+        let mut job = Job::new(vec![input], rows.len(), vec![1], Vec::new(), tx);
+        job.shadow = true;
+        job.priority = 1;
+        job.timeout = Some(timeout);
+        self.queue.submit(job).map(|()| rx)
+    }
+}
+
+#[test]
+fn shadow_copies_wait_behind_every_request_and_take_no_capacity() {
+    let h = Harness::new(one_by_one(), two_levels(false));
+    let first = h.submit(&[1], 0, None).unwrap();
+    assert_eq!(h.next_started(), [1]);
+    // Asks for the highest priority: a shadow copy gets the lowest all the same.
+    let shadow = h.submit_shadow(&[9], Duration::from_secs(30)).unwrap();
+    let low = h.submit(&[2], 2, None).unwrap();
+    let high = h.submit(&[3], 1, None).unwrap();
+    assert_eq!(
+        h.queue.depth(),
+        2,
+        "the queue-depth metric counts production requests only"
+    );
+    let mut order = Vec::new();
+    for _ in 0..3 {
+        h.release();
+        order.extend(h.next_started());
+    }
+    h.release();
+    assert_eq!(order, [3, 2, 9]);
+    for rx in [first, shadow, low, high] {
+        output(rx).unwrap();
+    }
+}
+
+#[test]
+fn shadow_copies_have_their_own_deadline_and_are_not_counted_as_dropped() {
+    let h = Harness::new(one_by_one(), QueuePolicy::single(1));
+    let first = h.submit(&[1], 0, None).unwrap();
+    assert_eq!(h.next_started(), [1]);
+    // The level holds one request: the copies do not take its place.
+    let late = h.submit_shadow(&[8], Duration::from_millis(1)).unwrap();
+    let cancelled = h.submit_shadow(&[7], Duration::from_secs(30)).unwrap();
+    drop(cancelled);
+    let queued = h.submit(&[2], 0, None).unwrap();
+    std::thread::sleep(Duration::from_millis(5));
+    h.release();
+    assert_eq!(h.next_started(), [2]);
+    h.release();
+    let e = output(late).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Timeout);
+    output(first).unwrap();
+    output(queued).unwrap();
+    let s = &h.stats;
+    assert_eq!((s.timed_out.get(), s.cancelled.get(), s.rejected.get()), (0, 0, 0));
+}

@@ -106,6 +106,7 @@ pub fn router(service: Service, max_body: usize, admin: bool) -> Router {
             get(traffic).put(set_traffic).delete(clear_traffic),
         )
         .route("/v2/models/{model}/rollback", post(rollback))
+        .route("/v2/models/{model}/shadow", get(shadow))
         // After routing (the route decides the group); unknown paths stay 404.
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), restrict))
         .fallback(|| async { Error::not_found("no such endpoint") })
@@ -313,6 +314,10 @@ async fn drift_v(State(s): State<AppState>, Path((model, version)): Path<(String
     Ok(Json(
         serde_json::to_value(r).map_err(|e| Error::internal(e.to_string()))?,
     ))
+}
+
+async fn shadow(State(s): State<AppState>, Path(model): Path<String>) -> HttpResult<Json<Value>> {
+    Ok(Json(s.service.shadow_report(&model)?))
 }
 
 async fn labels(State(s): State<AppState>, Path(model): Path<String>) -> HttpResult<Json<Value>> {

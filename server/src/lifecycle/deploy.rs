@@ -386,6 +386,18 @@ impl Deployer {
         .map(drop)
     }
 
+    /// The shadow gate's action: `policy` becomes the model's traffic
+    /// override, audited as `shadow_gate` with the gate's `verdict`.
+    pub async fn shadow_gate(&self, name: &str, policy: TrafficPolicy, actor: &Actor, verdict: &str) -> Result<()> {
+        self.change(name, actor, "shadow_gate", |e| {
+            let reason = format!("shadow gate {verdict}; traffic override: {}", policy.to_json());
+            e.traffic_override = Some(policy);
+            Ok((None, reason))
+        })
+        .await
+        .map(drop)
+    }
+
     /// Pins the default route to a loaded version, or (`None`) back to the latest.
     pub async fn set_default(&self, name: &str, version: Option<i64>, actor: &Actor) -> Result<()> {
         self.change(name, actor, "promote", |e| e.set_default(name, version))

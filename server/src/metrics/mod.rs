@@ -10,9 +10,11 @@
 
 pub mod handles;
 pub mod names;
+pub mod shadow;
 
 pub use handles::*;
 pub use names::*;
+pub use shadow::*;
 
 use std::sync::OnceLock;
 use std::thread::JoinHandle;
@@ -121,6 +123,7 @@ pub fn install_with(settings: &MetricsSettings) -> MetricsHandle {
                 .and_then(|b| b.set_buckets_for_metric(Matcher::Full(BATCH_FILL_RATIO.into()), FILL_RATIO_BUCKETS))
                 // Full matchers take precedence over the suffix one.
                 .and_then(|b| b.set_buckets_for_metric(Matcher::Full(MODEL_LOAD_DURATION.into()), LOAD_BUCKETS))
+                .and_then(|b| b.set_buckets_for_metric(Matcher::Full(SHADOW_MAX_ABS.into()), DIFF_BUCKETS))
                 .expect("bucket lists are non-empty");
             let _ = SETTINGS.set(settings);
             let recorder = builder.build_recorder();

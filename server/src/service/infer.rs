@@ -1,6 +1,7 @@
 //! Inference: route (the registry picks the version), run (admission, the
 //! version's queue, its executors), observe (statistics, spans, drift, the
-//! prediction log through [`super::observe`]).
+//! prediction log through [`super::observe`]); a sampled share is mirrored
+//! to the policy's shadow after the answer ([`super::shadow`]).
 
 use std::sync::Arc;
 
@@ -59,7 +60,10 @@ impl Service {
         let observers = &self.inner.observers;
         let wanted: Vec<bool> = observers.iter().map(|o| o.wants_payload(&handle)).collect();
         let inputs = wanted.contains(&true).then(|| request.inputs.clone());
+        let mirror = self.plan_shadow(&request, &handle);
         let (id, received, parent) = (request.id.clone(), request.received, request.trace);
+        // A mirrored pair's records share one id: the request's, or one made for it.
+        let id = mirror.as_ref().map_or(id, |m| m.id.clone());
         let label = request.version.clone().filter(|v| v.parse::<i64>().is_err());
         let trace = match parent {
             Some(p) => Some(p.child()),
@@ -73,12 +77,16 @@ impl Service {
             _ => tracing::debug_span!("infer", model = %handle.model, version = handle.version, id = %id),
         };
         let result = self.run(&handle, request, trace).instrument(span).await;
+        let elapsed = received.elapsed();
+        if let Some(plan) = mirror {
+            self.launch_shadow(plan, &result, elapsed, &wanted, protocol);
+        }
         let done = Finished {
             handle: &handle,
             protocol,
             id: &id,
             label: label.as_deref(),
-            elapsed: received.elapsed(),
+            elapsed,
             result: &result,
             trace,
             parent,

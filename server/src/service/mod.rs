@@ -7,10 +7,13 @@
 //!   prediction log), behind one small trait.
 //! - [`control`]: load parameters, explicit mode, admin authorization, and
 //!   the deploy pipeline's operations.
+//! - [`shadow`]: mirroring to the traffic policy's shadow, comparison, report
+//!   and promotion gate.
 
 pub mod control;
 pub mod infer;
 pub mod observe;
+pub mod shadow;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -163,6 +166,8 @@ struct Inner {
     shadow_header: String,
     /// Consumers of finished requests, in order (fixed at construction).
     observers: Vec<Box<dyn observe::Observer>>,
+    /// Shadow experiments, per model.
+    mirror: shadow::Mirror,
     /// Written by the control plane once start-up loading is done, read by health checks.
     ready: AtomicBool,
     /// Written once at the start of shutdown, read by health checks.
@@ -257,6 +262,7 @@ impl Service {
         Ok(Service {
             inner: Arc::new(Inner {
                 observers,
+                mirror: shadow::Mirror::default(),
                 predictions,
                 otlp,
                 shadow_header: config.shadow_header.to_ascii_lowercase(),

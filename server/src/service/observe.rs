@@ -2,8 +2,9 @@
 //! the OTLP span, drift monitoring and the prediction log, each an
 //! [`Observer`]. Mirrored (shadow) requests feed the metrics under
 //! `traffic="shadow"`, their own statistics counters, spans and the
-//! prediction log (marked), never Triton's counts, the rollback window or drift. Before the request runs, each observer says whether it needs
-//! the request's tensors; only then are they copied, once per observer that
+//! prediction log (marked), never Triton's counts, the rollback window or
+//! drift. Before the request runs, each observer says whether it needs the
+//! request's tensors; only then are they copied, once per observer that
 //! takes them (the last one takes the originals).
 
 use std::time::{Duration, SystemTime};
@@ -55,6 +56,14 @@ pub trait Observer: Send + Sync {
     /// Asked once per request before it runs: whether [`Observer::observe`]
     /// will need its tensors. A `true` answer may be a sampling decision.
     fn wants_payload(&self, handle: &VersionHandle) -> bool;
+
+    /// Asked for a shadow copy of a request whose primary got
+    /// `primary_wanted` from this observer: by default sampled anew; an
+    /// observer whose records are linked follows the primary.
+    fn wants_linked(&self, handle: &VersionHandle, primary_wanted: bool) -> bool {
+        let _ = primary_wanted;
+        self.wants_payload(handle)
+    }
 
     /// Called once per finished request; `payload` is there exactly when
     /// [`Observer::wants_payload`] said so for this request.
@@ -175,6 +184,12 @@ impl std::fmt::Debug for Predictions {
 impl Observer for Predictions {
     fn wants_payload(&self, handle: &VersionHandle) -> bool {
         handle.log_policy.as_ref().is_some_and(|p| self.0.sample(p))
+    }
+
+    /// A shadow copy is logged exactly when its primary was (and its
+    /// version logs at all), so the pair's two records are both there.
+    fn wants_linked(&self, handle: &VersionHandle, primary_wanted: bool) -> bool {
+        primary_wanted && handle.log_policy.is_some()
     }
 
     fn observe(&self, done: &Finished<'_>, payload: Option<Payload>) {

@@ -7,17 +7,27 @@
 //!   - target: 2              # version number or label
 //!     weight: 10             # in [0, 100]; the weights add up to at most 100
 //! sticky_key: { header: x-user-id }    # or { parameter: user }; absent = a uniform draw
-//! shadow:                    # parsed, validated and shown; not mirrored by this module
-//!   target: 2
+//! shadow:                    # a sampled share of requests is mirrored and compared
+//!   target: 2                # version or label (of `model`, when given)
+//!   model: other             # absent = this model; else another model with the same inputs
 //!   sample_rate: 1.0
 //!   compare: { absolute: 1e-5, relative: 1e-4, top_k: 1 }
 //!   in_flight: 64
 //!   timeout_ms: 1000
+//!   promote:                 # optional gate, decided once after `min_pairs` pairs
+//!     min_pairs: 1000
+//!     max_mismatch_rate: 0.01
+//!     max_error_rate: 0.001
+//!     max_latency_ratio: 1.5
+//!     on_pass: promote       # or report
+//!     on_fail: stop          # or report
 //! ```
 //!
 //! Unknown fields are refused; every error names the file and the field.
 
 use serde::{Deserialize, Serialize};
+
+pub use super::gate::{Gate, OnFail, OnPass};
 
 /// The policy's file name in a model's directory.
 pub const TRAFFIC_FILE: &str = "traffic.yaml";
@@ -128,6 +138,10 @@ fn default_timeout_ms() -> u64 {
 pub struct Shadow {
     /// Version or label that receives the copies.
     pub target: Target,
+    /// Another model (with the same inputs) whose `target` receives them;
+    /// `None` = this model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
     /// Share of the requests mirrored, in [0, 1].
     #[serde(default = "default_rate")]
     pub sample_rate: f64,
@@ -140,6 +154,9 @@ pub struct Shadow {
     /// Deadline of a mirrored request, in [1, 600000] ms.
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
+    /// The promotion gate, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promote: Option<Gate>,
 }
 
 /// A model's traffic policy.
@@ -180,7 +197,8 @@ impl TrafficPolicy {
         serde_json::to_string(self).unwrap_or_default()
     }
 
-    /// Every target the policy names, with its field.
+    /// Every target of this model the policy names, with its field (a
+    /// shadow target of another model is not among them).
     pub fn targets(&self) -> Vec<(String, &Target)> {
         let mut out = Vec::new();
         if let Some(d) = &self.default {
@@ -189,7 +207,7 @@ impl TrafficPolicy {
         for (i, c) in self.canary.iter().enumerate() {
             out.push((format!("canary[{i}].target"), &c.target));
         }
-        if let Some(s) = &self.shadow {
+        if let Some(s) = self.shadow.as_ref().filter(|s| s.model.is_none()) {
             out.push(("shadow.target".to_string(), &s.target));
         }
         out
@@ -198,6 +216,11 @@ impl TrafficPolicy {
     /// Checks the bounds; errors read `FILE: field F: why`.
     pub fn validate(&self, file: &str) -> Result<(), String> {
         let err = |field: &str, why: String| Err(format!("{file}: field `{field}`: {why}"));
+        if let Some(s) = self.shadow.as_ref().filter(|s| s.model.is_some())
+            && let Err(why) = check_target(&s.target)
+        {
+            return err("shadow.target", why);
+        }
         for (field, t) in self.targets() {
             if let Err(why) = check_target(t) {
                 return err(&field, why);
@@ -264,6 +287,22 @@ impl TrafficPolicy {
             if !(1..=600_000).contains(&s.timeout_ms) {
                 return err("shadow.timeout_ms", format!("{} is not in [1, 600000]", s.timeout_ms));
             }
+            if let Some(m) = &s.model
+                && let Err(why) = check_model_name(m)
+            {
+                return err("shadow.model", why);
+            }
+            if let Some(g) = &s.promote {
+                if let Err((field, why)) = g.validate() {
+                    return err(&format!("shadow.promote.{field}"), why);
+                }
+                if s.model.is_some() && g.on_pass == OnPass::Promote {
+                    return err(
+                        "shadow.promote.on_pass",
+                        "`promote` needs a shadow target of this model (without `shadow.model`)".into(),
+                    );
+                }
+            }
         }
         Ok(())
     }
@@ -281,6 +320,22 @@ impl TrafficPolicy {
             (None, Some(p)) => parameter(p),
             _ => None,
         }
+    }
+}
+
+/// A model name as the repository accepts one: 1 to 128 characters, no
+/// path separators, not `.` or `..`.
+fn check_model_name(m: &str) -> Result<(), String> {
+    let ok = !m.is_empty()
+        && m.len() <= 128
+        && m != "."
+        && m != ".."
+        && !m.contains(['/', '\\', '\0'])
+        && !m.chars().any(char::is_control);
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("'{}' is not a model name", m.escape_debug()))
     }
 }
 
