@@ -18,5 +18,5 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 echo "== cargo test"
 cargo test --workspace
 echo "== interop tests (tritonclient, perf_analyzer)"
-cargo build -p switchyard --quiet
+cargo build -p switchyard -p switchyard-client --quiet
 SWITCHYARD_BIN="$repo/target/debug/switchyard" .venv/bin/python -m pytest tests/interop -q -p no:cacheprovider

@@ -2,7 +2,7 @@
 //! bytes: the HTTP JSON request decoder and its binary tensor extension, the
 //! gRPC request conversion (typed contents and `raw_input_contents`),
 //! `config.pbtxt` text and the load API's JSON config, golden-set case files,
-//! drift reference profiles and admin token files.
+//! drift reference profiles, admin token files and traffic policy files.
 //!
 //! Inputs are structure-aware (mostly valid requests and files with mutated
 //! shapes, datatypes, lengths and sizes, huge declared shapes, bytes appended,
@@ -1741,4 +1741,101 @@ fn golden_and_profile_errors_do_not_echo_long_names() {
         &Profile::from_json(&format!(r#"{{"format":{{"{long}":1}}}}"#)).unwrap_err(),
         "invalid type",
     );
+}
+
+// ---------------------------------------------------------------------------
+// Traffic policy files (`<model>/traffic.yaml`) and their JSON overrides.
+
+fn policy_scalar() -> BoxedStrategy<String> {
+    prop_oneof![
+        (-3i64..5).prop_map(|v| v.to_string()),
+        Just("beta".to_string()),
+        Just("'a b'".to_string()),
+        (-1e3f64..1e3).prop_map(|v| v.to_string()),
+        Just("1e400".to_string()),
+        Just(".nan".to_string()),
+        Just("[]".to_string()),
+        Just("{}".to_string()),
+        Just("~".to_string()),
+        "[a-z_]{0,8}",
+    ]
+    .boxed()
+}
+
+/// Mostly well-formed policies with random values, unknown keys and nesting.
+fn policy_yaml() -> BoxedStrategy<String> {
+    let key = prop_oneof![
+        Just("default"),
+        Just("canary"),
+        Just("sticky_key"),
+        Just("shadow"),
+        Just("target"),
+        Just("weight"),
+        Just("colour"),
+    ];
+    let canary = prop::collection::vec((policy_scalar(), policy_scalar()), 0..20).prop_map(|c| {
+        let items: Vec<String> = c.iter().map(|(t, w)| format!("{{target: {t}, weight: {w}}}")).collect();
+        format!("canary: [{}]\n", items.join(", "))
+    });
+    let shadow = (
+        policy_scalar(),
+        policy_scalar(),
+        policy_scalar(),
+        policy_scalar(),
+        policy_scalar(),
+        policy_scalar(),
+    )
+        .prop_map(|(t, m, r, k, f, g)| {
+            format!(
+                "shadow: {{ target: {t}, model: {m}, sample_rate: {r}, compare: {{ top_k: {k} }}, \
+                 in_flight: {f}, promote: {{ min_pairs: {g}, on_pass: {m} }} }}\n"
+            )
+        });
+    let extra = prop::collection::vec((key, policy_scalar()), 0..4)
+        .prop_map(|kv| kv.iter().map(|(k, v)| format!("{k}: {v}\n")).collect::<String>());
+    (policy_scalar(), canary, shadow, extra, any::<bool>())
+        .prop_map(|(d, c, s, e, sticky)| {
+            let sticky = if sticky { "sticky_key: { header: x-user }\n" } else { "" };
+            format!("default: {d}\n{c}{s}{sticky}{e}")
+        })
+        .boxed()
+}
+
+fn policy_case(text: &str) -> Result<(), TestCaseError> {
+    use switchyard::traffic::TrafficPolicy;
+    const FILE: &str = "m/traffic.yaml";
+    let (result, peak) = counting::peak(|| TrafficPolicy::from_yaml(text, FILE));
+    // The YAML parser (libyaml's port) starts with fixed buffers of about 64 KiB.
+    check_peak("traffic.yaml", peak, text.len(), 64 << 10)?;
+    match result {
+        Ok(p) => {
+            // What parses is valid, and survives the JSON round trip of overrides and metadata.
+            prop_assert!(p.validate(FILE).is_ok());
+            let back = TrafficPolicy::from_json(&p.to_json(), "override");
+            prop_assert!(back.is_ok(), "{:?}", back);
+        }
+        Err(e) => {
+            check_message("traffic.yaml", &e)?;
+            prop_assert!(e.starts_with(FILE), "the error names the file: {e}");
+        }
+    }
+    let (json, _) = counting::peak(|| TrafficPolicy::from_json(text, "override"));
+    if let Err(e) = json {
+        check_message("traffic override", &e)?;
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(cfg())]
+
+    #[test]
+    fn traffic_policy_files(text in policy_yaml()) {
+        policy_case(&text)?;
+    }
+
+    #[test]
+    fn traffic_policy_arbitrary_bytes(content in prop::collection::vec(any::<u8>(), 0..1024)) {
+        policy_case(&String::from_utf8_lossy(&content))?;
+    }
 }

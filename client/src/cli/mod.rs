@@ -131,7 +131,8 @@ pub enum Command {
         #[arg(long, env = "SWITCHYARD_ADMIN_TOKEN", hide_env_values = true)]
         token: Option<String>,
     },
-    /// Switchyard (HTTP): a model's traffic policy (`get`), overridden at run time (`set`, `clear`: admin).
+    /// Switchyard (HTTP): a model's traffic policy (`get`), overridden at run time (`set`, `clear`: admin), and its
+    /// shadow report (`report`).
     Traffic {
         #[command(subcommand)]
         action: TrafficAction,
@@ -251,6 +252,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Traffic { action } => print_json(match action {
             TrafficAction::Get { model } => admin_client(url, None, o)?.traffic(&model).await?,
+            TrafficAction::Report { model } => admin_client(url, None, o)?.shadow_report(&model).await?,
             TrafficAction::Set { model, policy, token } => {
                 let text = match policy.strip_prefix('@') {
                     Some(path) => std::fs::read_to_string(path)?,
@@ -438,9 +440,14 @@ mod tests {
     }
 }
 
-/// `traffic get|set|clear`.
+/// `traffic get|set|clear|report`.
 #[derive(Debug, Subcommand)]
 pub(crate) enum TrafficAction {
+    /// Print the shadow report: pairs by outcome, per-output comparison, recent window, worst divergences, gate.
+    Report {
+        /// Model name.
+        model: String,
+    },
     /// Print the effective policy, its source (file, override, none) and the file's policy.
     Get {
         /// Model name.

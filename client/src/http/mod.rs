@@ -273,6 +273,11 @@ impl HttpClient {
         self.get_json(self.url(&["v2", "models", model, "traffic"])).await
     }
 
+    /// `GET /v2/models/{model}/shadow`: the shadow experiment's report.
+    pub async fn shadow_report(&self, model: &str) -> Result<Value, ClientError> {
+        self.get_json(self.url(&["v2", "models", model, "shadow"])).await
+    }
+
     /// `PUT /v2/models/{model}/traffic`: overrides the traffic policy with
     /// `policy` (the structure of `traffic.yaml`, as JSON).
     pub async fn set_traffic(&self, model: &str, policy: &Value) -> Result<Value, ClientError> {

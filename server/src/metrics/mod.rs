@@ -1,5 +1,6 @@
 //! Prometheus metrics: the process-wide recorder, its settings and the
-//! process metrics. Every name lives in [`names`] (re-exported here) and is
+//! process metrics. Every name lives in [`names`] (shadow mirroring's in
+//! [`shadow`]; both re-exported here) and is
 //! described once; per-version handles, created once so the request path
 //! does no label hashing, are in [`handles`] (re-exported too).
 //!
