@@ -63,6 +63,14 @@ impl Harness {
         priority: u64,
         timeout: Option<Duration>,
     ) -> Result<oneshot::Receiver<Result<JobOutput>>> {
+        self.submit_job(rows, |job| {
+            job.priority = priority;
+            job.timeout = timeout;
+        })
+    }
+
+    /// Submits a request of `rows`, its job adjusted by `set` first.
+    fn submit_job(&self, rows: &[u8], set: impl FnOnce(&mut Job)) -> Result<oneshot::Receiver<Result<JobOutput>>> {
         let (tx, rx) = oneshot::channel();
         let input = Tensor {
             name: "x".into(),
@@ -71,8 +79,7 @@ impl Harness {
             data: TensorData::Fixed(Bytes::copy_from_slice(rows)),
         };
         let mut job = Job::new(vec![input], rows.len(), vec![1], Vec::new(), tx);
-        job.priority = priority;
-        job.timeout = timeout;
+        set(&mut job);
         self.queue.submit(job).map(|()| rx)
     }
 
@@ -283,18 +290,11 @@ fn preserve_ordering_answers_in_arrival_order() {
 
 impl Harness {
     fn submit_shadow(&self, rows: &[u8], timeout: Duration) -> Result<oneshot::Receiver<Result<JobOutput>>> {
-        let (tx, rx) = oneshot::channel();
-        let input = Tensor {
-            name: "x".into(),
-            datatype: DataType::Uint8,
-            shape: vec![rows.len() as i64, 1],
-            data: TensorData::Fixed(Bytes::copy_from_slice(rows)),
-        };
-        let mut job = Job::new(vec![input], rows.len(), vec![1], Vec::new(), tx);
-        job.shadow = true;
-        job.priority = 1;
-        job.timeout = Some(timeout);
-        self.queue.submit(job).map(|()| rx)
+        self.submit_job(rows, |job| {
+            job.shadow = true;
+            job.priority = 1;
+            job.timeout = Some(timeout);
+        })
     }
 }
 
