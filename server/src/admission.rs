@@ -12,7 +12,8 @@ use tokio::sync::oneshot;
 use crate::batching::{Job, JobOutput};
 use crate::error::{Error, Result};
 use crate::registry::{TensorSpec, VersionHandle};
-use crate::tensor::{Tensor, element_count};
+use crate::tensor::{Tensor, TensorData, element_count};
+use bytes::Bytes;
 
 /// A request parameter value.
 #[derive(Debug, Clone, PartialEq)]
@@ -54,6 +55,71 @@ pub fn check_extensions<'a>(
     Ok(())
 }
 
+/// Triton's raw binary request (`Inference-Header-Content-Length: 0`): the
+/// whole body is the data of the model's only input. Its datatype is the
+/// model's; its shape is the config's (with a batch of 1 when the model
+/// batches), one variable-sized dimension taken from the body's size; a BYTES
+/// input must hold one element, the whole body.
+pub fn raw_input(handle: &VersionHandle, body: Bytes) -> Result<Tensor> {
+    let model = &handle.model;
+    let [spec] = handle.inputs.as_slice() else {
+        return Err(Error::invalid(format!(
+            "a raw binary request (Inference-Header-Content-Length: 0) needs a model with one input; model \
+             '{model}' has {}",
+            handle.inputs.len()
+        )));
+    };
+    let name = &spec.name;
+    let mut shape: Vec<i64> = if handle.max_batch_size > 0 { vec![1] } else { Vec::new() };
+    let mut variable = None;
+    let mut elements = 1usize;
+    for &d in &spec.dims {
+        if d < 0 {
+            if variable.is_some() {
+                return Err(Error::invalid(format!(
+                    "the shape of raw input '{name}' cannot be deduced: it has more than one variable-sized dimension"
+                )));
+            }
+            variable = Some(shape.len());
+        } else {
+            elements = elements.saturating_mul(d as usize);
+        }
+        shape.push(d);
+    }
+    let data = match spec.datatype.size() {
+        None => {
+            if variable.is_some() || elements != 1 {
+                return Err(Error::invalid(format!(
+                    "raw input '{name}' is BYTES: the model's input must have shape [1] for a raw binary request"
+                )));
+            }
+            TensorData::Bytes(vec![body])
+        }
+        Some(size) => {
+            let per = elements.saturating_mul(size);
+            match variable {
+                Some(axis) if per > 0 && body.len().is_multiple_of(per) => shape[axis] = (body.len() / per) as i64,
+                None if body.len() == per => {}
+                _ => {
+                    return Err(Error::invalid(format!(
+                        "raw input '{name}': {} bytes do not fit dims {:?} of {}",
+                        body.len(),
+                        spec.dims,
+                        spec.datatype.as_str()
+                    )));
+                }
+            }
+            TensorData::Fixed(body)
+        }
+    };
+    Ok(Tensor {
+        name: name.clone(),
+        datatype: spec.datatype,
+        shape,
+        data,
+    })
+}
+
 /// Checks the request against the model and builds its queue entry.
 pub fn prepare_job(
     handle: &VersionHandle,
@@ -93,11 +159,20 @@ pub fn prepare_job(
                 spec.name
             )));
         };
-        let tensor = inputs.swap_remove(pos);
+        let mut tensor = inputs.swap_remove(pos);
         if inputs.iter().any(|t| t.name == spec.name) {
             return Err(Error::invalid(format!("input '{}' appears more than once", spec.name)));
         }
+        let batch_rank = usize::from(handle.max_batch_size > 0);
+        if spec.scalar && tensor.shape.len() == batch_rank {
+            // A scalar sent without its `[1]`: the config's form is checked.
+            tensor.shape.push(1);
+        }
         let r = check_input(handle, spec, &tensor, max_tensor_elements)?;
+        if spec.scalar {
+            // The model file's form: no dims besides the batch one.
+            tensor.shape.pop();
+        }
         match rows {
             None => rows = Some(r),
             Some(prev) if prev != r => {
@@ -112,7 +187,11 @@ pub fn prepare_job(
         push_key(&mut shape_key, Some(&tensor.shape[skip..]));
         ordered.push(tensor);
     }
-    for name in &outputs {
+    for (i, name) in outputs.iter().enumerate() {
+        if outputs[..i].contains(name) {
+            // Triton's wording, which its clients know.
+            return Err(Error::invalid(format!("output '{name}' already exists in request")));
+        }
         if !handle.outputs.iter().any(|o| o.name == *name) {
             return Err(Error::invalid(format!(
                 "unexpected inference output '{name}' for model '{model}'"

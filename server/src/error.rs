@@ -36,6 +36,8 @@ pub enum ErrorKind {
     /// `--grpc-restricted-protocol`). Triton's answers, matched as they are:
     /// HTTP 403 and gRPC UNAVAILABLE (not PERMISSION_DENIED).
     Restricted,
+    /// An HTTP endpoint called with a method it does not take (405; gRPC has no such case).
+    MethodNotAllowed,
 }
 
 /// One row of the error table.
@@ -66,6 +68,7 @@ impl ErrorKind {
             ErrorKind::PermissionDenied => (403, 7, "permission_denied"),
             ErrorKind::FailedPrecondition => (409, 9, "failed_precondition"),
             ErrorKind::Restricted => (403, 14, "restricted"),
+            ErrorKind::MethodNotAllowed => (405, 12, "method_not_allowed"),
         };
         ErrorMapping {
             http_status,

@@ -121,7 +121,7 @@ async fn http_bad_inputs_get_clear_errors() {
         &[],
         body.clone(),
         404,
-        "unknown model 'nope'",
+        "Request for unknown model: 'nope' is not found",
     )
     .await;
     expect_http(

@@ -110,6 +110,7 @@ pub fn http_group(route: &str) -> Option<Group> {
             "/stats" | "/drift" | "/shadow" => Some(Group::Statistics),
             "/infer" => Some(Group::Inference),
             "/labels" | "/labels/{label}" | "/default" | "/rollback" | "/traffic" => Some(Group::ModelRepository),
+            "/trace/setting" => Some(Group::Trace),
             _ => None,
         };
     }
@@ -119,6 +120,11 @@ pub fn http_group(route: &str) -> Option<Group> {
         "/v2/models/stats" => Some(Group::Statistics),
         "/v2/repository/index" | "/v2/repository/models/{model}/load" | "/v2/repository/models/{model}/unload" => {
             Some(Group::ModelRepository)
+        }
+        "/v2/trace/setting" => Some(Group::Trace),
+        "/v2/logging" => Some(Group::Logging),
+        r if r.starts_with("/v2/systemsharedmemory/") || r.starts_with("/v2/cudasharedmemory/") => {
+            Some(Group::SharedMemory)
         }
         _ => None,
     }
@@ -559,9 +565,16 @@ mod tests {
             "/v2/models/{model}/rollback",
             "/v2/models/{model}/traffic",
             "/v2/models/{model}/shadow",
+            "/v2/models/{model}/trace/setting",
+            "/v2/trace/setting",
+            "/v2/logging",
+            "/v2/systemsharedmemory/status",
+            "/v2/cudasharedmemory/region/{region}/register",
         ] {
             assert!(http_group(route).is_some(), "{route}");
         }
+        assert_eq!(http_group("/v2/cudasharedmemory/status"), Some(Group::SharedMemory));
+        assert_eq!(http_group("/v2/models/{model}/trace/setting"), Some(Group::Trace));
         assert_eq!(http_group("/v2/health/live"), Some(Group::Health));
         assert_eq!(http_group("/v2/models/{model}/drift"), Some(Group::Statistics));
         assert_eq!(http_group("/v2/models/{model}/rollback"), Some(Group::ModelRepository));

@@ -156,6 +156,7 @@ pub fn decode_request(req: pb::ModelInferRequest, max_elements: usize) -> Result
         trace: None,
         traffic: crate::service::Traffic::Production,
         headers: None,
+        raw_input: None,
     })
 }
 
@@ -493,7 +494,7 @@ impl GrpcInferenceService for GrpcService {
         &self,
         _: Request<pb::SystemSharedMemoryRegisterRequest>,
     ) -> GrpcResult<pb::SystemSharedMemoryRegisterResponse> {
-        Err(Status::unimplemented("shared memory is not supported"))
+        Err(crate::service::shared_memory_refused(false).into())
     }
 
     async fn system_shared_memory_unregister(
@@ -514,7 +515,7 @@ impl GrpcInferenceService for GrpcService {
         &self,
         _: Request<pb::CudaSharedMemoryRegisterRequest>,
     ) -> GrpcResult<pb::CudaSharedMemoryRegisterResponse> {
-        Err(Status::unimplemented("CUDA shared memory is not supported"))
+        Err(crate::service::shared_memory_refused(true).into())
     }
 
     async fn cuda_shared_memory_unregister(
@@ -524,11 +525,13 @@ impl GrpcInferenceService for GrpcService {
         Ok(Response::new(pb::CudaSharedMemoryUnregisterResponse {}))
     }
 
-    async fn trace_setting(&self, _: Request<pb::TraceSettingRequest>) -> GrpcResult<pb::TraceSettingResponse> {
+    async fn trace_setting(&self, req: Request<pb::TraceSettingRequest>) -> GrpcResult<pb::TraceSettingResponse> {
+        crate::service::runtime_settings("trace", req.get_ref().settings.len())?;
         Ok(Response::new(pb::TraceSettingResponse::default()))
     }
 
-    async fn log_settings(&self, _: Request<pb::LogSettingsRequest>) -> GrpcResult<pb::LogSettingsResponse> {
+    async fn log_settings(&self, req: Request<pb::LogSettingsRequest>) -> GrpcResult<pb::LogSettingsResponse> {
+        crate::service::runtime_settings("log", req.get_ref().settings.len())?;
         Ok(Response::new(pb::LogSettingsResponse::default()))
     }
 }

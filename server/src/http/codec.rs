@@ -79,6 +79,9 @@ pub fn decode_request(
     max_elements: usize,
     received: Instant,
 ) -> Result<DecodedRequest> {
+    if header_len == Some(0) {
+        return Ok(raw_request(body, model, version, received));
+    }
     let json_len = match header_len {
         Some(n) if n > body.len() => {
             return Err(Error::invalid(format!(
@@ -190,6 +193,7 @@ pub fn decode_request(
             trace: None,
             traffic: crate::service::Traffic::Production,
             headers: None,
+            raw_input: None,
         },
         format: OutputFormat {
             binary_outputs,
@@ -197,6 +201,28 @@ pub fn decode_request(
             json_outputs,
         },
     })
+}
+
+/// Triton's raw binary request: no JSON, the body is the only input's data;
+/// the outputs are all returned, as JSON.
+fn raw_request(body: Bytes, model: &str, version: Option<&str>, received: Instant) -> DecodedRequest {
+    DecodedRequest {
+        request: InferRequest {
+            model: model.to_string(),
+            version: version.map(str::to_string),
+            id: String::new(),
+            inputs: Vec::new(),
+            outputs: Vec::new(),
+            parameters: Vec::new(),
+            protocol: Protocol::Http,
+            received,
+            trace: None,
+            traffic: crate::service::Traffic::Production,
+            headers: None,
+            raw_input: Some(body),
+        },
+        format: OutputFormat::default(),
+    }
 }
 
 fn flag(params: Option<&Map<String, Value>>, key: &str) -> Result<Option<bool>> {
@@ -291,24 +317,33 @@ pub fn encode_response(resp: &InferResponse, decoded: &OutputFormat) -> Result<E
                 let raw = t.to_raw();
                 let size = raw.len();
                 binary_parts.push(raw);
-                OutputOut {
+                Ok(OutputOut {
                     name: &t.name,
                     datatype: t.datatype.as_str(),
                     shape: &t.shape,
                     parameters: Some(BinaryParams { binary_data_size: size }),
                     data: None,
-                }
+                })
             } else {
-                OutputOut {
+                if let Some(i) = json::invalid_utf8_element(t) {
+                    // Triton's rule: JSON would have to change the bytes, so refuse.
+                    return Err(Error::invalid(format!(
+                        "output '{}': BYTES element {i} is not valid UTF-8 and cannot be returned as JSON \
+                         without changing it; request the output as binary data (output parameter \
+                         \"binary_data\": true)",
+                        echo(&t.name)
+                    )));
+                }
+                Ok(OutputOut {
                     name: &t.name,
                     datatype: t.datatype.as_str(),
                     shape: &t.shape,
                     parameters: None,
                     data: Some(json::Data(t)),
-                }
+                })
             }
         })
-        .collect();
+        .collect::<Result<Vec<_>>>()?;
     let json = ResponseJson {
         model_name: &resp.model,
         model_version: &resp.version,

@@ -2,6 +2,7 @@
 //! decode, call the service, encode — nothing else.
 
 pub mod codec;
+mod extensions;
 
 use std::time::Instant;
 
@@ -107,9 +108,16 @@ pub fn router(service: Service, max_body: usize, admin: bool) -> Router {
         )
         .route("/v2/models/{model}/rollback", post(rollback))
         .route("/v2/models/{model}/shadow", get(shadow))
+        .merge(extensions::routes())
         // After routing (the route decides the group); unknown paths stay 404.
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), restrict))
         .fallback(|| async { Error::not_found("no such endpoint") })
+        .method_not_allowed_fallback(|| async {
+            Error::new(
+                crate::error::ErrorKind::MethodNotAllowed,
+                "the endpoint does not accept this method",
+            )
+        })
         .with_state(state)
 }
 
@@ -241,7 +249,7 @@ struct IndexRequest {
     ready: bool,
 }
 
-async fn repository_index(State(s): State<AppState>, body: axum::body::Bytes) -> HttpResult<Json<Value>> {
+async fn repository_index(State(s): State<AppState>, BodyBytes(body): BodyBytes) -> HttpResult<Json<Value>> {
     let req: IndexRequest = if body.is_empty() {
         IndexRequest::default()
     } else {

@@ -75,7 +75,7 @@ pub fn build_version(
             string_value: digest.clone(),
         },
     );
-    let (inputs, outputs) = tensor_specs(&config).map_err(|e| e.at(name, version))?;
+    let (inputs, outputs) = tensor_specs(&config, &loaded.signature).map_err(|e| e.at(name, version))?;
     let max_batch_size = config.max_batch_size.max(0) as usize;
     let dynamic = match &config.scheduling_choice {
         Some(model_config::SchedulingChoice::DynamicBatching(d)) => Some(d),
@@ -120,6 +120,7 @@ pub fn build_version(
         log_policy: ModelLogPolicy::from_config(&config)
             .map_err(|e| at(FailureKind::Config)(format!("prediction_log: {e}")))?,
         drift: None,
+        warning: None,
         metrics: VersionMetrics::new(name, &version_label),
         version_label,
         config,
@@ -190,7 +191,15 @@ fn record_device(config: &mut ModelConfig, device: Device, note: Option<&str>) {
     );
 }
 
-fn tensor_specs(config: &ModelConfig) -> Result<(Vec<TensorSpec>, Vec<TensorSpec>), LoadFailure> {
+fn tensor_specs(
+    config: &ModelConfig,
+    signature: &crate::model::Signature,
+) -> Result<(Vec<TensorSpec>, Vec<TensorSpec>), LoadFailure> {
+    // A model tensor with no dims besides the batch one, described as `dims: [1]`.
+    let batch_rank = usize::from(config.max_batch_size > 0);
+    let scalar = |specs: &[crate::model::IoSpec], name: &str, dims: &[i64]| {
+        dims == [1] && specs.iter().any(|s| s.name == name && s.dims.len() == batch_rank)
+    };
     let dt = |v: i32, name: &str| {
         DataType::from_config_enum(v)
             .ok_or_else(|| LoadFailure::new(FailureKind::Config, format!("tensor '{name}' has no datatype")))
@@ -204,6 +213,7 @@ fn tensor_specs(config: &ModelConfig) -> Result<(Vec<TensorSpec>, Vec<TensorSpec
                 datatype: dt(i.data_type, &i.name)?,
                 dims: i.dims.clone(),
                 optional: i.optional,
+                scalar: scalar(&signature.inputs, &i.name, &i.dims),
             })
         })
         .collect::<Result<_, LoadFailure>>()?;
@@ -216,6 +226,7 @@ fn tensor_specs(config: &ModelConfig) -> Result<(Vec<TensorSpec>, Vec<TensorSpec
                 datatype: dt(o.data_type, &o.name)?,
                 dims: o.dims.clone(),
                 optional: false,
+                scalar: scalar(&signature.outputs, &o.name, &o.dims),
             })
         })
         .collect::<Result<_, LoadFailure>>()?;

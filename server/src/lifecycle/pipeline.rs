@@ -172,7 +172,10 @@ impl Pipeline {
             self.settings.synthetic_warmup,
             max,
         )?;
-        warmup::run(&handle, &plan, handle.instances, max).await?;
+        if let Some(warning) = warmup::run(&handle, &plan, handle.instances, max).await? {
+            tracing::warn!(model = %name, version, %warning, "warm-up skipped");
+            handle.warning = Some(warning);
+        }
         let set = golden::load(&source.repo, &version_dir, max)
             .map_err(|e| LoadFailure::new(FailureKind::Config, format!("golden set: {e}")))?;
         let report = match &set {

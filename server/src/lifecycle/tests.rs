@@ -21,7 +21,11 @@ struct MockBackend {
     fail: Option<ErrorKind>,
 }
 
-struct Echo;
+/// Echoes; with `refuse_zeros`, refuses all-zero inputs, as a graph that
+/// parses its input can (what a synthetic warm-up sends).
+struct Echo {
+    refuse_zeros: bool,
+}
 
 impl Executor for Echo {
     fn run(&mut self, inputs: Vec<BatchInput<'_>>) -> Result<Vec<Tensor>> {
@@ -32,6 +36,9 @@ impl Executor for Echo {
                 TensorData::Fixed(b) => data.extend_from_slice(b),
                 TensorData::Bytes(_) => return Err(Error::internal("unexpected BYTES")),
             }
+        }
+        if self.refuse_zeros && data.iter().all(|&b| b == 0) {
+            return Err(Error::invalid("zeros do not parse"));
         }
         Ok(vec![Tensor {
             name: "OUT".into(),
@@ -44,7 +51,7 @@ impl Executor for Echo {
 
 impl Backend for MockBackend {
     fn load(&self, _model: &[u8], _settings: &SessionSettings, instances: usize) -> Result<Loaded> {
-        if let Some(kind) = self.fail {
+        if let Some(kind) = self.fail.filter(|&k| k != ErrorKind::Unsupported) {
             return Err(Error::new(kind, "the mock backend refuses"));
         }
         let spec = |name: &str| IoSpec {
@@ -58,7 +65,13 @@ impl Backend for MockBackend {
                 outputs: vec![spec("OUT")],
                 defaulted_inputs: Vec::new(),
             },
-            executors: (0..instances).map(|_| Box::new(Echo) as Box<dyn Executor>).collect(),
+            executors: (0..instances)
+                .map(|_| {
+                    Box::new(Echo {
+                        refuse_zeros: self.fail == Some(ErrorKind::Unsupported),
+                    }) as Box<dyn Executor>
+                })
+                .collect(),
             device: Device::Cpu,
             device_note: None,
         })
@@ -112,6 +125,47 @@ async fn a_version_passes_warm_up_and_its_golden_set() {
         }
         other => panic!("expected a ready version, got {other:?}"),
     }
+}
+
+/// `fail: Some(Unsupported)` makes the mock build executors that refuse zeros.
+const REFUSES_ZEROS: Option<ErrorKind> = Some(ErrorKind::Unsupported);
+
+#[tokio::test]
+async fn a_failed_synthetic_warm_up_loads_the_version_with_a_warning() {
+    let dir = repository(None);
+    match run(dir.path(), REFUSES_ZEROS).await {
+        Outcome::Ready(handle, _) => {
+            let warning = handle.warning.as_deref().expect("a warning");
+            assert!(
+                warning.starts_with("synthetic warm-up 'synthetic batch 1' failed"),
+                "{warning}"
+            );
+            assert!(warning.contains("zeros do not parse"), "{warning}");
+        }
+        other => panic!("a synthetic warm-up must not refuse a version: {other:?}"),
+    }
+    // The repository index shows it as the READY version's reason.
+    let mut config = crate::Config::for_repository(dir.path());
+    config.model_control_mode = crate::config::ControlMode::Explicit;
+    let service = crate::Service::with_backend(&config, Arc::new(MockBackend { fail: REFUSES_ZEROS })).unwrap();
+    let router = crate::http::router(service.clone(), 1 << 20, false);
+    let request = axum::http::Request::post("/v2/repository/models/m/load")
+        .body(axum::body::Body::empty())
+        .unwrap();
+    use tower::ServiceExt;
+    assert_eq!(router.oneshot(request).await.unwrap().status().as_u16(), 200);
+    let index = service.repository_index(true).unwrap();
+    assert_eq!(index[0].state, "READY");
+    assert!(index[0].reason.contains("loaded without warm-up"), "{:?}", index[0]);
+
+    // An explicit model_warmup that fails still refuses the version.
+    let config = "name: \"m\"\nmax_batch_size: 4\ninput [ { name: \"IN\" data_type: TYPE_FP32 dims: [ 2 ] } ]\n\
+        output [ { name: \"OUT\" data_type: TYPE_FP32 dims: [ 2 ] } ]\nmodel_warmup [ { name: \"zeros\" \
+        batch_size: 1 inputs { key: \"IN\" value: { data_type: TYPE_FP32 dims: [ 2 ] zero_data: true } } } ]\n";
+    std::fs::write(dir.path().join("m/config.pbtxt"), config).unwrap();
+    let f = failure(run(dir.path(), REFUSES_ZEROS).await);
+    assert_eq!(f.kind, FailureKind::Warmup);
+    assert!(f.message.contains("warm-up 'zeros' failed"), "{}", f.message);
 }
 
 #[tokio::test]

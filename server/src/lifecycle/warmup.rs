@@ -3,10 +3,14 @@
 //!
 //! With `model_warmup` in the config, those requests run (Triton's semantics:
 //! `batch_size`, per-input `zero_data` / `random_data` / `input_data_file`
-//! under `<model>/warmup/`, `count` repetitions). Without it, and unless
-//! disabled, a synthetic warm-up runs zero-filled requests at batch size 1,
-//! every preferred batch size and `max_batch_size`. Every request runs once
-//! per model instance, concurrently, so each instance's session is warm.
+//! under `<model>/warmup/`, `count` repetitions) and a failure refuses the
+//! version. Without it, and unless disabled, a synthetic warm-up runs
+//! zero-filled requests (BYTES elements are the string "0", which a graph
+//! that parses numbers accepts) at batch size 1, every preferred batch size
+//! and `max_batch_size`. Synthetic warm-up never refuses a valid model: when
+//! it cannot be planned or fails, the version loads anyway, with a warning in
+//! the log and in the repository index. Every request runs once per model
+//! instance, concurrently, so each instance's session is warm.
 
 use crate::repository::Repository;
 use crate::repository::files::MAX_SIDE_FILE_BYTES;
@@ -32,6 +36,8 @@ pub struct WarmupRequest {
     pub inputs: Vec<Tensor>,
     /// Repetitions.
     pub count: u32,
+    /// Made up by the server rather than asked for by the config.
+    pub synthetic: bool,
 }
 
 /// The warm-up requests of a version.
@@ -66,6 +72,17 @@ fn plan_requests(
     if !synthetic {
         return Ok(Vec::new());
     }
+    Ok(synthetic_plan(config, inputs, max_batch, max_elements))
+}
+
+/// Zero-filled requests at batch 1, the preferred sizes and the maximum;
+/// sizes whose tensors exceed the element limit are left out.
+fn synthetic_plan(
+    config: &ModelConfig,
+    inputs: &[TensorSpec],
+    max_batch: i64,
+    max_elements: usize,
+) -> Vec<WarmupRequest> {
     let mut sizes: Vec<i64> = vec![1];
     if max_batch > 0 {
         if let Some(model_config::SchedulingChoice::DynamicBatching(d)) = &config.scheduling_choice {
@@ -84,7 +101,7 @@ fn plan_requests(
     let all_optional = inputs.iter().all(|s| s.optional);
     sizes
         .into_iter()
-        .map(|batch| {
+        .filter_map(|batch| {
             let tensors = inputs
                 .iter()
                 .filter(|s| all_optional || !s.optional)
@@ -95,17 +112,32 @@ fn plan_requests(
                     } else {
                         dims.collect()
                     };
-                    element_count(&shape, max_elements).map_err(|e| format!("synthetic warm-up: {e}"))?;
-                    Ok(Tensor::zeros(&s.name, s.datatype, shape))
+                    let count = element_count(&shape, max_elements).ok()?;
+                    Some(synthetic_tensor(s, shape, count))
                 })
-                .collect::<Result<Vec<_>, String>>()?;
-            Ok(WarmupRequest {
+                .collect::<Option<Vec<_>>>()?;
+            Some(WarmupRequest {
                 name: format!("synthetic batch {batch}"),
                 inputs: tensors,
                 count: 1,
+                synthetic: true,
             })
         })
         .collect()
+}
+
+/// Zeros; for BYTES, the string "0" (an empty string fails a graph that casts
+/// its strings to numbers, and "0" is also valid text).
+pub fn synthetic_tensor(spec: &TensorSpec, shape: Vec<i64>, count: usize) -> Tensor {
+    if spec.datatype == DataType::Bytes {
+        return Tensor {
+            name: spec.name.clone(),
+            datatype: DataType::Bytes,
+            shape,
+            data: TensorData::Bytes(vec![Bytes::from_static(b"0"); count]),
+        };
+    }
+    Tensor::zeros(&spec.name, spec.datatype, shape)
 }
 
 fn configured(
@@ -192,6 +224,7 @@ fn configured(
         name: w.name.clone(),
         inputs: tensors,
         count: w.count.max(1),
+        synthetic: false,
     })
 }
 
@@ -232,22 +265,38 @@ fn random_data(datatype: DataType, count: usize) -> TensorData {
     TensorData::Fixed(Bytes::from(out))
 }
 
-/// Runs the plan: every request `count` times, each time once per instance, concurrently.
+/// Runs the plan: every request `count` times, each time once per instance,
+/// concurrently. A configured request that fails refuses the version; a
+/// synthetic one ends the warm-up and its failure comes back as `Ok(Some)`,
+/// a warning (the version still loads).
 pub async fn run(
     handle: &VersionHandle,
     plan: &[WarmupRequest],
     instances: usize,
     max_elements: usize,
-) -> Result<(), LoadFailure> {
+) -> Result<Option<String>, LoadFailure> {
     for request in plan {
         for _ in 0..request.count {
             let runs = (0..instances.max(1)).map(|_| super::run_direct(handle, request.inputs.clone(), max_elements));
             for result in futures::future::join_all(runs).await {
-                result.map_err(|e| {
-                    LoadFailure::new(FailureKind::Warmup, format!("warm-up '{}' failed: {e}", request.name))
-                })?;
+                match result {
+                    Ok(_) => {}
+                    Err(e) if request.synthetic => {
+                        return Ok(Some(format!(
+                            "synthetic warm-up '{}' failed, loaded without warm-up (add model_warmup to the \
+                             config to warm it up with real data): {e}",
+                            request.name
+                        )));
+                    }
+                    Err(e) => {
+                        return Err(LoadFailure::new(
+                            FailureKind::Warmup,
+                            format!("warm-up '{}' failed: {e}", request.name),
+                        ));
+                    }
+                }
             }
         }
     }
-    Ok(())
+    Ok(None)
 }

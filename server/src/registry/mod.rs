@@ -47,6 +47,9 @@ pub struct TensorSpec {
     pub dims: Vec<i64>,
     /// May be left out of a request.
     pub optional: bool,
+    /// The model's tensor is a scalar (shape `[]`) that the config describes
+    /// as `dims: [1]`, Triton's way: requests may send `[1]` or `[]`.
+    pub scalar: bool,
 }
 
 /// One loaded, serving model version.
@@ -92,6 +95,9 @@ pub struct VersionHandle {
     pub log_policy: Option<ModelLogPolicy>,
     /// Drift monitor (`drift.*` parameters or a shipped reference profile), if on.
     pub drift: Option<Arc<VersionDrift>>,
+    /// Why the version serves in a lesser state (a synthetic warm-up that
+    /// failed); shown as the repository index's `reason`.
+    pub warning: Option<String>,
 }
 
 impl VersionHandle {
@@ -145,26 +151,37 @@ impl ModelEntry {
     /// The version a request names (number or label), or the default.
     pub fn resolve(&self, model: &str, version: Option<&str>) -> Result<Arc<VersionHandle>> {
         let number = match version.filter(|v| !v.is_empty()) {
-            None => self
-                .default_version()
-                .ok_or_else(|| Error::not_found(format!("model '{model}' has no loaded version")))?,
+            None => self.default_version().ok_or_else(|| {
+                Error::not_found(format!(
+                    "Request for unknown model: '{model}' has no available versions"
+                ))
+            })?,
             Some(v) => match v.parse::<i64>() {
                 Ok(n) => n,
-                Err(_) => *self
-                    .labels
-                    .get(v)
-                    .ok_or_else(|| Error::not_found(format!("model '{model}' has no version or label '{v}'")))?,
+                Err(_) => *self.labels.get(v).ok_or_else(|| {
+                    Error::not_found(format!(
+                        "Request for unknown model: '{model}' has no version or label '{v}'"
+                    ))
+                })?,
             },
         };
         self.versions.get(&number).cloned().ok_or_else(|| {
             Error::not_found(match version {
                 Some(v) if !v.is_empty() && v.parse::<i64>().is_err() => {
-                    format!("label '{v}' of model '{model}' points to version {number}, which is not loaded")
+                    format!(
+                        "Request for unknown model: '{model}' label '{v}' points to version {number}, which is \
+                         not loaded"
+                    )
                 }
-                _ => format!("model '{model}' version {number} is not loaded"),
+                _ => format!("Request for unknown model: '{model}' version {number} is not found"),
             })
         })
     }
+}
+
+/// Triton's message for a model that is not loaded, which its clients look for.
+pub fn unknown_model(model: &str) -> Error {
+    Error::not_found(format!("Request for unknown model: '{model}' is not found"))
 }
 
 fn remember(history: &mut Vec<i64>, version: i64) {
@@ -408,9 +425,7 @@ impl Registry {
     /// Routes a request to a version.
     pub fn resolve(&self, model: &str, version: Option<&str>) -> Result<Arc<VersionHandle>> {
         let models = self.models.load();
-        let entry = models
-            .get(model)
-            .ok_or_else(|| Error::not_found(format!("unknown model '{model}'")))?;
+        let entry = models.get(model).ok_or_else(|| unknown_model(model))?;
         entry.resolve(model, version)
     }
 
@@ -422,9 +437,7 @@ impl Registry {
         key: impl FnOnce(&TrafficPolicy) -> Option<String>,
     ) -> Result<(Arc<VersionHandle>, RouteReason)> {
         let models = self.models.load();
-        let entry = models
-            .get(model)
-            .ok_or_else(|| Error::not_found(format!("unknown model '{model}'")))?;
+        let entry = models.get(model).ok_or_else(|| unknown_model(model))?;
         entry.route(model, version, key)
     }
 
@@ -484,9 +497,11 @@ impl Registry {
             if let Some(entry) = models.get(&name) {
                 for v in entry.versions.keys() {
                     let v = v.to_string();
+                    let warning = entry.versions.get(&v.parse::<i64>().unwrap_or_default());
+                    let warning = warning.and_then(|h| h.warning.clone());
                     out.push(IndexEntry {
                         name: name.clone(),
-                        reason: note_of(&v).map(|n| n.reason.clone()).unwrap_or_default(),
+                        reason: note_of(&v).map(|n| n.reason.clone()).or(warning).unwrap_or_default(),
                         version: v,
                         state: "READY".into(),
                     });

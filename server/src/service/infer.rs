@@ -39,7 +39,7 @@ fn sticky_key(policy: &TrafficPolicy, request: &InferRequest) -> Option<String> 
 
 impl Service {
     /// Runs an inference request.
-    pub async fn infer(&self, request: InferRequest) -> Result<InferResponse> {
+    pub async fn infer(&self, mut request: InferRequest) -> Result<InferResponse> {
         let (protocol, traffic) = (request.protocol, request.traffic);
         let routed = self
             .inner
@@ -55,6 +55,15 @@ impl Service {
                 return Err(e);
             }
         };
+        if let Some(body) = request.raw_input.take() {
+            match crate::admission::raw_input(&handle, body) {
+                Ok(t) => request.inputs = vec![t],
+                Err(e) => {
+                    metrics::unrouted_failure(protocol, traffic, e.kind);
+                    return Err(e);
+                }
+            }
+        }
         let _inflight = handle.metrics.start_request();
         // Decided before the inputs move into the queue: copied only when an observer takes them.
         let observers = &self.inner.observers;
@@ -121,11 +130,19 @@ impl Service {
         let output = rx
             .await
             .map_err(|_| Error::internal("the executor stopped before answering"))??;
+        let mut outputs = output.outputs;
+        let batch_rank = usize::from(handle.max_batch_size > 0);
+        for t in &mut outputs {
+            if t.shape.len() == batch_rank && handle.outputs.iter().any(|o| o.scalar && o.name == t.name) {
+                // A model scalar is `[1]` in the config, and so in the answer.
+                t.shape.push(1);
+            }
+        }
         Ok(InferResponse {
             model: handle.model.clone(),
             version: handle.version_label.clone(),
             id: request.id,
-            outputs: output.outputs,
+            outputs,
             timings: output.timings,
             trace,
         })

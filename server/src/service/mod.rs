@@ -46,6 +46,31 @@ pub const EXTENSIONS: &[&str] = &[
     "parameters",
 ];
 
+/// Triton's shared-memory extensions are not offered: registering a region is
+/// refused (status lists none; unregistering is a no-op), on both protocols.
+pub fn shared_memory_refused(cuda: bool) -> Error {
+    let kind = if cuda {
+        "CUDA shared memory"
+    } else {
+        "system shared memory"
+    };
+    Error::unsupported(format!(
+        "{kind} is not supported: send tensors in the request (binary tensor data or raw contents)"
+    ))
+}
+
+/// Triton's trace and logging settings: nothing can be changed at run time
+/// (tracing is W3C `traceparent` with OTLP export, logging `--log`, both set at
+/// start), so reading answers no settings and a change is refused.
+pub fn runtime_settings(what: &str, changes: usize) -> Result<()> {
+    if changes == 0 {
+        return Ok(());
+    }
+    Err(Error::unsupported(format!(
+        "{what} settings cannot be changed at run time; they are set by the server's command line"
+    )))
+}
+
 /// An inference request, decoded from either protocol.
 #[derive(Debug, Clone)]
 pub struct InferRequest {
@@ -72,6 +97,10 @@ pub struct InferRequest {
     /// The request's HTTP headers / gRPC metadata, where a traffic policy's
     /// sticky key may be read.
     pub headers: Option<Arc<http::HeaderMap>>,
+    /// A raw binary request's body (Triton's `Inference-Header-Content-Length:
+    /// 0`): the data of the model's only input, whose shape the routed
+    /// version decides; `inputs` is empty then.
+    pub raw_input: Option<bytes::Bytes>,
 }
 
 /// The response header / gRPC metadata key naming the version that answered.
@@ -423,7 +452,7 @@ impl Service {
                     .inner
                     .registry
                     .get(model)
-                    .ok_or_else(|| Error::not_found(format!("unknown model '{model}'")))?;
+                    .ok_or_else(|| crate::registry::unknown_model(model))?;
                 Ok(entry.versions.values().map(|h| version_statistics(h)).collect())
             }
         }
@@ -457,7 +486,7 @@ impl Service {
             .inner
             .registry
             .get(model)
-            .ok_or_else(|| Error::not_found(format!("unknown model '{model}'")))?;
+            .ok_or_else(|| crate::registry::unknown_model(model))?;
         Ok(Labels {
             model: model.to_string(),
             versions: entry.versions.keys().copied().collect(),

@@ -16,11 +16,13 @@
 //!
 //! One rule, the KServe V2 one: a BYTES element is a JSON string. Read, the
 //! string's UTF-8 bytes are the element. Written, an element that is valid
-//! UTF-8 is that string; an element that is not has each invalid sequence
-//! replaced by U+FFFD, so the JSON stays valid and every V2 client can read
-//! it, but those bytes are not carried. Exact arbitrary bytes travel in the
-//! binary forms (HTTP `binary_data_output`, gRPC raw contents); the
-//! prediction log can record a tensor's SHA-256 instead of its data.
+//! UTF-8 is that string. An inference response never writes one that is not
+//! (the HTTP codec asks [`invalid_utf8_element`] first and answers 400: such
+//! an output must be requested in binary form, as in Triton); records the
+//! server writes for itself (the prediction log) have each invalid sequence
+//! replaced by U+FFFD, so the JSON stays valid, and can record a tensor's
+//! SHA-256 instead of its data. Exact arbitrary bytes travel in the binary
+//! forms (HTTP `binary_data`, gRPC raw contents).
 
 use std::fmt;
 
@@ -33,6 +35,10 @@ use serde_json::value::RawValue;
 
 use super::{DataType, Tensor, TensorData, bound_message, echo, element_count};
 use crate::error::{Error, Result};
+
+/// How deeply `data` arrays may nest (Triton's limit): a tensor of rank 100
+/// written as nested arrays, and no deeper.
+pub const MAX_DATA_DEPTH: usize = 100;
 
 /// Parses the JSON text `raw` (a flat or nested array) as `count` elements
 /// of `datatype`; errors name the tensor `name` (already echo-bounded).
@@ -90,6 +96,7 @@ fn parse_with<'de, D: Deserializer<'de>>(
         seen: 0,
         fixed: Vec::with_capacity(capacity * datatype.size().unwrap_or(0)),
         strings: Vec::new(),
+        depth: 0,
     };
     (&mut sink)
         .deserialize(de)
@@ -112,6 +119,8 @@ struct Sink {
     seen: usize,
     fixed: Vec<u8>,
     strings: Vec<Bytes>,
+    /// Arrays open around the element being read.
+    depth: usize,
 }
 
 impl Sink {
@@ -222,7 +231,14 @@ impl<'de> Visitor<'de> for &mut Sink {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        if self.depth == MAX_DATA_DEPTH {
+            return Err(de::Error::custom(format!(
+                "'data' arrays are nested more than {MAX_DATA_DEPTH} deep"
+            )));
+        }
+        self.depth += 1;
         while seq.next_element_seed(&mut *self)?.is_some() {}
+        self.depth -= 1;
         Ok(())
     }
 
@@ -286,6 +302,31 @@ impl<'de> Visitor<'de> for &mut Sink {
         self.admit()?;
         self.strings.push(Bytes::copy_from_slice(v.as_bytes()));
         Ok(())
+    }
+}
+
+/// The index of the first BYTES element of `t` that is not valid UTF-8 (and
+/// so cannot be a JSON string without changing it); `None` for other types.
+pub fn invalid_utf8_element(t: &Tensor) -> Option<usize> {
+    if t.datatype != DataType::Bytes {
+        return None;
+    }
+    match &t.data {
+        TensorData::Bytes(elements) => elements.iter().position(|e| std::str::from_utf8(e).is_err()),
+        TensorData::Fixed(b) => {
+            let mut rest: &[u8] = b;
+            let mut index = 0;
+            while rest.len() >= 4 {
+                let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+                let element = rest.get(4..4 + len)?;
+                if std::str::from_utf8(element).is_err() {
+                    return Some(index);
+                }
+                rest = &rest[4 + len..];
+                index += 1;
+            }
+            None
+        }
     }
 }
 
@@ -382,6 +423,29 @@ mod tests {
             ..t
         };
         assert!(serde_json::to_value(Data(&truncated)).is_err());
+    }
+
+    #[test]
+    fn invalid_utf8_elements_are_found_in_both_forms() {
+        let t = bytes_tensor(&[b"text", "é".as_bytes(), b"\xff\x00"]);
+        assert_eq!(invalid_utf8_element(&t), Some(2));
+        let raw = Tensor {
+            data: TensorData::Fixed(t.to_raw()),
+            ..t.clone()
+        };
+        assert_eq!(invalid_utf8_element(&raw), Some(2));
+        assert_eq!(invalid_utf8_element(&bytes_tensor(&[b"ok", b""])), None);
+        assert_eq!(invalid_utf8_element(&Tensor::zeros("f", DataType::Fp32, vec![2])), None);
+    }
+
+    #[test]
+    fn data_nests_at_most_the_documented_depth() {
+        let nested = |depth: usize| format!("{}1{}", "[".repeat(depth), "]".repeat(depth));
+        let raw = serde_json::value::RawValue::from_string(nested(MAX_DATA_DEPTH)).unwrap();
+        assert!(parse_data(&raw, DataType::Int32, 1, "x").is_ok());
+        let raw = serde_json::value::RawValue::from_string(nested(MAX_DATA_DEPTH + 1)).unwrap();
+        let e = parse_data(&raw, DataType::Int32, 1, "x").unwrap_err();
+        assert!(e.message.contains("nested more than 100 deep"), "{}", e.message);
     }
 
     #[test]
