@@ -45,7 +45,10 @@ pub(super) fn run_batch(executor: &mut dyn Executor, batch: Vec<Job>, shared: &S
         .collect();
     let built = Instant::now();
     let cpu_before = crate::metrics::thread_cpu_time();
-    let result = executor.run(inputs);
+    shared.running.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| executor.run(inputs)));
+    shared.running.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    let result = result.unwrap_or_else(|p| std::panic::resume_unwind(p));
     let ran = Instant::now();
     let cpu = cpu_before
         .zip(crate::metrics::thread_cpu_time())

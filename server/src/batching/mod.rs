@@ -17,6 +17,7 @@ pub mod policy;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
@@ -228,6 +229,8 @@ struct Shared {
     stats: Arc<VersionStats>,
     /// With `preserve_ordering`: replies wait here until every earlier request is answered.
     sequencer: Option<Mutex<Sequencer>>,
+    /// Batches in the session run now (counted before replies go out).
+    pub(super) running: AtomicUsize,
 }
 
 type Reply = oneshot::Sender<Result<JobOutput>>;
@@ -321,6 +324,7 @@ impl BatchQueue {
                 },
                 policy,
                 sequencer: queue_policy.preserve_ordering.then(Mutex::default),
+                running: AtomicUsize::new(0),
                 queue_policy,
                 stats,
             }),
@@ -379,6 +383,11 @@ impl BatchQueue {
     /// Production requests waiting now (shadow copies not included).
     pub fn depth(&self) -> usize {
         self.shared.state.lock().depth()
+    }
+
+    /// Batches executing now (on as many executors).
+    pub fn running(&self) -> usize {
+        self.shared.running.load(Ordering::Relaxed)
     }
 
     /// While warming (before the version is published), batches run without
@@ -518,7 +527,8 @@ impl BatchQueue {
             // batch's callers get an error (their reply channels drop) and the loop goes on.
             let seqs: Vec<u64> = batch.iter().map(|j| j.seq).collect();
             let run = std::panic::AssertUnwindSafe(|| run_batch(executor.as_mut(), batch, &self.shared));
-            if std::panic::catch_unwind(run).is_err() {
+            let outcome = std::panic::catch_unwind(run);
+            if outcome.is_err() {
                 tracing::error!("executor panicked while running a batch; the batch failed");
                 for seq in seqs {
                     self.shared.skip(seq);

@@ -115,6 +115,13 @@ fn busy(h: &VersionHandle) -> bool {
     h.queue.depth() > 0
 }
 
+/// The primary also counts as busy while every instance is running a batch
+/// (the target's may be running the previous copy: that is what `in_flight`
+/// bounds).
+fn saturated(h: &VersionHandle) -> bool {
+    busy(h) || h.queue.running() >= h.instances.max(1)
+}
+
 /// The target takes the primary's inputs: same names and datatypes.
 fn same_inputs(a: &VersionHandle, b: &VersionHandle) -> bool {
     a.inputs.len() == b.inputs.len()
@@ -157,7 +164,7 @@ impl Service {
             experiment.drop_copy(model, "signature");
             return None;
         }
-        if busy(primary) || busy(&target) {
+        if saturated(primary) || busy(&target) {
             experiment.drop_copy(model, "load");
             return None;
         }
