@@ -191,3 +191,18 @@ def test_the_serving_runtime_args_serve_a_single_model(rendered, tmp_path):
         assert get(f"http://{srv.http_url}/v2/models/foo/ready") == 200
     finally:
         stop(proc)
+
+
+def test_the_prometheus_rule_is_the_shipped_alert_rules(rendered):
+    [rule] = [d for d in rendered["base"] if d["kind"] == "PrometheusRule"]
+    shipped = yaml.safe_load((ROOT / "deploy/prometheus/alerts.yml").read_text())
+    assert rule["spec"] == shipped, "deploy/kubernetes/base/prometheusrule.yaml differs from deploy/prometheus/alerts.yml"
+
+
+def test_promtool_checks_and_unit_tests_the_alert_rules():
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool not found (scripts/setup-system.sh installs Debian's prometheus package)"
+    for args in (["check", "rules", "alerts.yml"], ["test", "rules", "alerts_test.yml"]):
+        out = subprocess.run([promtool, *args], cwd=ROOT / "deploy/prometheus", capture_output=True, text=True,
+                             timeout=60)
+        assert out.returncode == 0, f"promtool {' '.join(args)}:\n{out.stdout}{out.stderr}"
