@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests run: nginx (nginx-light), the load balancer of the mirrored-traffic
 # test (server/tests/nginx_mirror.rs), which runs /usr/sbin/nginx itself on loopback ports, and promtool (package
-# prometheus) for the alert-rule checks of tests/interop/test_kubernetes.py. The packages' own services are never
+# prometheus) for the alert-rule checks of tests/interop/test_kubernetes.py, and haproxy for the rolling-restart
+# test (tests/interop/test_haproxy.py). The packages' own services are never
 # started: a temporary policy-rc.d refuses them during the install.
 set -euo pipefail
 
 need=()
 [ -x /usr/sbin/nginx ] || need+=(nginx-light)
 command -v promtool >/dev/null || need+=(prometheus)
+[ -x /usr/sbin/haproxy ] || need+=(haproxy)
 if [ "${#need[@]}" -gt 0 ]; then
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo=sudo
@@ -24,3 +26,4 @@ if [ "${#need[@]}" -gt 0 ]; then
 fi
 /usr/sbin/nginx -v
 promtool --version | head -1
+/usr/sbin/haproxy -v | head -1
