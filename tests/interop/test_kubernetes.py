@@ -1,6 +1,7 @@
 """The Kubernetes manifests, checked offline: every kustomization under deploy/kubernetes renders; built-in kinds
 pass `kubernetes-validate --strict` against a pinned Kubernetes version (any warning on a built-in kind fails);
-KServe kinds validate against KServe's CRD schemas (from $KSERVE_CRDS, default ../shared/k8s/crds next to the
+KEDA and prometheus-operator kinds validate with the npm kubernetes-models packages
+(deploy/kubernetes/validate); KServe kinds validate against KServe's CRD schemas (from $KSERVE_CRDS, default ../shared/k8s/crds next to the
 checkout; skipped with a message when absent); and the server started with the flags of the Deployment's and the
 ServingRuntime's container args answers every probe path on the port the manifest names."""
 
@@ -78,6 +79,20 @@ def test_builtin_kinds_pass_strict_validation(rendered, tmp_path):
                                  capture_output=True, text=True, timeout=120)
             text = out.stdout + out.stderr
             assert out.returncode == 0 and "WARN" not in text and "ERROR" not in text, f"{name} {d['kind']}:\n{text}"
+
+
+def test_keda_and_prometheus_operator_kinds_validate(rendered):
+    validate = DEPLOY / "validate"
+    assert (validate / "node_modules").is_dir(), "npm packages missing: scripts/setup-system.sh runs npm ci there"
+    node = shutil.which("node")
+    assert node, "node not found (scripts/setup-system.sh installs nodejs)"
+    checked = 0
+    for name, docs in rendered.items():
+        out = subprocess.run([node, "validate.mjs"], cwd=validate, input=yaml.safe_dump_all(docs),
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, f"{name}:\n{out.stdout}{out.stderr}"
+        checked += out.stdout.count("valid ")
+    assert checked >= 3
 
 
 def strict(schema):
