@@ -43,6 +43,12 @@ pub struct Config {
     /// `<repo>/<model>/<version>/model.onnx`.
     #[arg(long, env = "SWITCHYARD_MODEL_REPOSITORY")]
     pub model_repository: PathBuf,
+    /// Serve a `--model-repository` that holds one model's files rather than
+    /// model directories (`model.onnx`, `<version>/model.onnx`, optional
+    /// `config.pbtxt`: what KServe's storage initializer puts in `/mnt/models`)
+    /// as the model NAME. A Triton repository is served as usual.
+    #[arg(long, env = "SWITCHYARD_MODEL_NAME", value_name = "NAME")]
+    pub model_name: Option<String>,
 
     /// Address the HTTP (KServe V2 REST) endpoint binds to.
     #[arg(long, env = "SWITCHYARD_HTTP_ADDRESS", default_value = "0.0.0.0")]
@@ -421,6 +427,7 @@ impl Config {
             self.max_model_file_bytes,
             self.allow_symlinks_outside_repository,
         )
+        .with_model_name(self.model_name.clone())
     }
 
     /// A configuration for tests and embedding: every listener on 127.0.0.1

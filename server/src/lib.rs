@@ -134,6 +134,9 @@ impl Server {
             "model repository {} is not a directory",
             config.model_repository.display()
         );
+        if let Some(name) = &config.model_name {
+            repository::validate_model_name(name).map_err(|e| anyhow::anyhow!("--model-name: {e}"))?;
+        }
         let listeners = Listeners::bind(&config).await?;
         Self::start_on(config, listeners)
     }

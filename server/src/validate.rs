@@ -23,6 +23,9 @@ pub struct ValidateArgs {
     /// Model repository in Triton's layout.
     #[arg(long, env = "SWITCHYARD_MODEL_REPOSITORY")]
     pub model_repository: PathBuf,
+    /// Serve a directory holding one model's files as the model NAME (as the server's flag).
+    #[arg(long, env = "SWITCHYARD_MODEL_NAME", value_name = "NAME")]
+    pub model_name: Option<String>,
     /// Only these models (repeatable; default: every model directory).
     #[arg(long = "model")]
     pub models: Vec<String>,
@@ -56,9 +59,12 @@ pub async fn check(args: &ValidateArgs) -> anyhow::Result<Vec<ModelReport>> {
         "model repository {} is not a directory",
         args.model_repository.display()
     );
+    if let Some(name) = &args.model_name {
+        repository::validate_model_name(name).map_err(|e| anyhow::anyhow!("--model-name: {e}"))?;
+    }
+    let repo = repository::Repository::new(&args.model_repository).with_model_name(args.model_name.clone());
     let names = if args.models.is_empty() {
-        repository::list_models(&repository::Repository::new(&args.model_repository))
-            .map_err(|e| anyhow::anyhow!("{e}"))?
+        repository::list_models(&repo).map_err(|e| anyhow::anyhow!("{e}"))?
     } else {
         args.models.clone()
     };
@@ -73,7 +79,6 @@ pub async fn check(args: &ValidateArgs) -> anyhow::Result<Vec<ModelReport>> {
         ..LoadSettings::default()
     };
     let actor = Actor::Validate;
-    let repo = repository::Repository::new(&args.model_repository);
     let mut reports = Vec::new();
     for name in names {
         // A fresh table per model: nothing is kept between models.

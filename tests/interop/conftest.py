@@ -55,8 +55,8 @@ def wait_ready(proc, srv):
         time.sleep(0.1)
 
 
-def launch(tmp_path_factory, extra_args=(), repo=None):
-    """Starts the server on free 127.0.0.1 ports with `extra_args` on `repo` (default: the example models),
+def launch(tmp_path_factory, extra_args=(), repository=None):
+    """Starts the server on free 127.0.0.1 ports with `extra_args` on `repository` (default: the example models),
     yields it once ready, stops it with SIGTERM."""
     binary = Path(os.environ.get("SWITCHYARD_BIN", ROOT / "target/debug/switchyard"))
     if not binary.is_absolute():
@@ -65,7 +65,7 @@ def launch(tmp_path_factory, extra_args=(), repo=None):
     http, grpc, metrics = free_ports(3)
     log = tmp_path_factory.mktemp("server") / "switchyard.log"
     args = [
-        str(binary), "--model-repository", str(repo or ROOT / "models"),
+        str(binary), "--model-repository", str(repository or ROOT / "models"),
         "--http-address", "127.0.0.1", "--http-port", str(http),
         "--grpc-address", "127.0.0.1", "--grpc-port", str(grpc),
         "--metrics-address", "127.0.0.1", "--metrics-port", str(metrics),

@@ -50,7 +50,7 @@ def compat_server(tmp_path_factory):
         'name: "scalar"\nplatform: "onnxruntime_onnx"\nmax_batch_size: 0\n'
         'input [ { name: "X" data_type: TYPE_FP32 dims: [ 1 ] } ]\n'
         'output [ { name: "Y" data_type: TYPE_FP32 dims: [ 1 ] } ]\n')
-    yield from launch(tmp_path_factory, repo=repo)
+    yield from launch(tmp_path_factory, repository=repo)
 
 
 @pytest.fixture(scope="module")

@@ -163,7 +163,7 @@ impl Pipeline {
             Err(e) => return Err(task_failed(e)),
         };
         let max = self.settings.max_tensor_elements;
-        let version_dir = source.dir.join(version.to_string());
+        let version_dir = source.version_dir(version);
         let plan = warmup::plan(
             &handle.config,
             &handle.inputs,

@@ -34,6 +34,9 @@ struct Inner {
     canonical_root: PathBuf,
     max_model_file_bytes: u64,
     allow_outside: bool,
+    /// `--model-name`: the name a root holding one model's files is served
+    /// under (see [`super::layout`]).
+    model_name: Option<String>,
 }
 
 impl Repository {
@@ -53,8 +56,29 @@ impl Repository {
                 canonical_root,
                 max_model_file_bytes,
                 allow_outside,
+                model_name: None,
             }),
         }
+    }
+
+    /// The same repository, serving a root that holds one model's files as the
+    /// model `name` (`--model-name`; see [`super::layout`]).
+    pub fn with_model_name(self, name: Option<String>) -> Repository {
+        let inner = &self.inner;
+        Repository {
+            inner: Arc::new(Inner {
+                root: inner.root.clone(),
+                canonical_root: inner.canonical_root.clone(),
+                max_model_file_bytes: inner.max_model_file_bytes,
+                allow_outside: inner.allow_outside,
+                model_name: name,
+            }),
+        }
+    }
+
+    /// The name a single model's files are served under, if one was given.
+    pub fn model_name(&self) -> Option<&str> {
+        self.inner.model_name.as_deref()
     }
 
     /// The root as given.

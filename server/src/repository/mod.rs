@@ -1,9 +1,11 @@
 //! The model repository in Triton's layout: `<repo>/<model>/config.pbtxt`
-//! (optional) and `<repo>/<model>/<version>/model.onnx`. This module reads the
-//! file system; it decides nothing about serving.
+//! (optional) and `<repo>/<model>/<version>/model.onnx`, or one model's files
+//! served under `--model-name` (see [`layout`]). This module reads the file
+//! system; it decides nothing about serving.
 
 pub mod config;
 pub mod files;
+pub mod layout;
 pub mod limits;
 
 use std::path::{Path, PathBuf};
@@ -32,6 +34,9 @@ pub struct ModelSource {
     pub config: ModelConfig,
     /// Versions selected by the version policy, ascending, with their model file.
     pub versions: Vec<(i64, PathBuf)>,
+    /// The model file lies in `dir` itself (one model's files without a
+    /// version directory, served as version 1).
+    pub flat: bool,
     /// Changes whenever the config, the traffic policy or any selected model
     /// file changes (for polling).
     pub fingerprint: String,
@@ -59,8 +64,12 @@ pub fn validate_model_name(name: &str) -> Result<()> {
     }
 }
 
-/// Names of the model directories in the repository, sorted.
+/// Names of the model directories in the repository, sorted (the one name
+/// of a single-model layout).
 pub fn list_models(repo: &Repository) -> Result<Vec<String>> {
+    if let layout::Layout::SingleModel { name } = layout::layout(repo) {
+        return Ok(vec![name]);
+    }
     let root = repo.root();
     let entries = std::fs::read_dir(root)
         .map_err(|e| Error::internal(format!("cannot read model repository {}: {e}", root.display())))?;
@@ -80,10 +89,10 @@ pub fn list_models(repo: &Repository) -> Result<Vec<String>> {
 /// sized from an unchecked number.
 pub fn read_model(repo: &Repository, name: &str, override_config: Option<ModelConfig>) -> Result<ModelSource> {
     validate_model_name(name)?;
-    let dir = repo.root().join(name);
-    if !dir.is_dir() {
+    let single = matches!(layout::layout(repo), layout::Layout::SingleModel { .. });
+    let Some(dir) = layout::model_dir(repo, name).filter(|d| d.is_dir()) else {
         return Err(Error::not_found(format!("model '{name}' is not in the repository")));
-    }
+    };
     let config_path = dir.join("config.pbtxt");
     let mut fingerprint = String::new();
     let config = match override_config {
@@ -105,6 +114,13 @@ pub fn read_model(repo: &Repository, name: &str, override_config: Option<ModelCo
         None => ModelConfig::default(),
     };
     limits::check(&config).map_err(|e| Error::invalid(format!("model '{name}': {e}")))?;
+    if single && !config.name.is_empty() && config.name != name {
+        // The one model of a single-model layout is named on the command line, not by a directory.
+        return Err(Error::invalid(format!(
+            "model '{name}': config name '{}' does not match --model-name '{name}' (leave `name` out of config.pbtxt)",
+            config.name.escape_debug()
+        )));
+    }
     let filename = if config.default_model_filename.is_empty() {
         DEFAULT_MODEL_FILENAME
     } else {
@@ -123,17 +139,23 @@ pub fn read_model(repo: &Repository, name: &str, override_config: Option<ModelCo
         .filter_map(|n| parse_version(&n))
         .collect();
     available.sort_unstable();
+    // One model's files with the model file beside the config: version 1.
+    let flat = available.is_empty() && single && std::fs::symlink_metadata(dir.join(filename)).is_ok();
+    if flat {
+        available.push(1);
+    }
+    let source_dir = |v: i64| if flat { dir.clone() } else { dir.join(v.to_string()) };
     let selected = select_versions(&config, &available);
     let mut versions = Vec::with_capacity(selected.len());
     for v in selected {
-        let mut file = dir.join(v.to_string()).join(filename);
+        let mut file = source_dir(v).join(filename);
         if file.is_dir() {
             // ONNX models may be a directory holding model.onnx (external data).
             file = file.join(DEFAULT_MODEL_FILENAME);
         }
         fingerprint.push_str(&format!("{v}:{};", stamp(&file)));
         // A changed golden set is a changed version: it is checked again.
-        stamp_tree(&dir.join(v.to_string()).join("validation"), 2, &mut fingerprint);
+        stamp_tree(&source_dir(v).join("validation"), 2, &mut fingerprint);
         versions.push((v, file));
     }
     let traffic = read_traffic(repo, &dir, &versions, &mut fingerprint);
@@ -143,9 +165,22 @@ pub fn read_model(repo: &Repository, name: &str, override_config: Option<ModelCo
         dir,
         config,
         versions,
+        flat,
         fingerprint,
         traffic,
     })
+}
+
+impl ModelSource {
+    /// The directory of `version`'s files (model file, golden set): the
+    /// model's directory itself in a flat layout.
+    pub fn version_dir(&self, version: i64) -> PathBuf {
+        if self.flat {
+            self.dir.clone()
+        } else {
+            self.dir.join(version.to_string())
+        }
+    }
 }
 
 /// Reads and validates `<dir>/traffic.yaml`, if there is one: its version
@@ -183,7 +218,7 @@ pub fn check_traffic_targets(policy: &TrafficPolicy, file: &str, versions: &[i64
 }
 
 /// Version directories are positive integers without leading zeros.
-fn parse_version(name: &str) -> Option<i64> {
+pub(crate) fn parse_version(name: &str) -> Option<i64> {
     let v: i64 = name.parse().ok()?;
     (v > 0 && v.to_string() == name).then_some(v)
 }
