@@ -155,16 +155,5 @@ fn an_invalid_model_name_stops_the_start() {
 
 /// `switchyard validate --model-name foo` on `dir`.
 fn validate_named(dir: &Path) -> (bool, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .args(["validate", "--model-name", "foo", "--model-repository"])
-        .arg(dir)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    common::validate_with(dir, &["--model-name", "foo"])
 }

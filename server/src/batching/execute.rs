@@ -2,6 +2,7 @@
 //! along the batch dimension, the session run, slicing each request's rows
 //! out of the outputs, and the replies (with the phase timings and metrics).
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -9,6 +10,22 @@ use bytes::Bytes;
 use super::{BatchInput, Executor, Job, JobOutput, Shared, Timings};
 use crate::error::{Error, Result};
 use crate::tensor::{Tensor, TensorData};
+
+/// Counts a session run while it lasts, a panic included (before any reply goes out).
+struct Running<'a>(&'a AtomicUsize);
+
+impl<'a> Running<'a> {
+    fn start(count: &'a AtomicUsize) -> Running<'a> {
+        count.fetch_add(1, Ordering::Relaxed);
+        Running(count)
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
 
 /// Concatenates, runs, splits, replies. Never panics on a runtime error:
 /// every request of the batch gets the error instead.
@@ -45,10 +62,10 @@ pub(super) fn run_batch(executor: &mut dyn Executor, batch: Vec<Job>, shared: &S
         .collect();
     let built = Instant::now();
     let cpu_before = crate::metrics::thread_cpu_time();
-    shared.running.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| executor.run(inputs)));
-    shared.running.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-    let result = result.unwrap_or_else(|p| std::panic::resume_unwind(p));
+    let result = {
+        let _running = Running::start(&shared.running);
+        executor.run(inputs)
+    };
     let ran = Instant::now();
     let cpu = cpu_before
         .zip(crate::metrics::thread_cpu_time())

@@ -495,13 +495,12 @@ impl Registry {
             let model_notes = notes.get(&name);
             let note_of = |v: &str| model_notes.and_then(|n| n.iter().find(|e| e.version == v));
             if let Some(entry) = models.get(&name) {
-                for v in entry.versions.keys() {
+                for (v, handle) in &entry.versions {
                     let v = v.to_string();
-                    let warning = entry.versions.get(&v.parse::<i64>().unwrap_or_default());
-                    let warning = warning.and_then(|h| h.warning.clone());
+                    let note = note_of(&v).map(|n| n.reason.clone());
                     out.push(IndexEntry {
                         name: name.clone(),
-                        reason: note_of(&v).map(|n| n.reason.clone()).or(warning).unwrap_or_default(),
+                        reason: note.or_else(|| handle.warning.clone()).unwrap_or_default(),
                         version: v,
                         state: "READY".into(),
                     });

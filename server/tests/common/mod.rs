@@ -113,8 +113,15 @@ pub fn add_parameters(repo: &Path, model: &str, params: &[(&str, &str)]) {
 
 /// Runs `switchyard validate` on `repo`: whether it passed, and its report.
 pub fn validate(repo: &Path) -> (bool, String) {
+    validate_with(repo, &[])
+}
+
+/// Runs `switchyard validate` with `args` on `repo`.
+pub fn validate_with(repo: &Path, args: &[&str]) -> (bool, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .args(["validate", "--model-repository"])
+        .arg("validate")
+        .args(args)
+        .arg("--model-repository")
         .arg(repo)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
