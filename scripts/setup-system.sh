@@ -32,6 +32,7 @@ if [ ! -d "$validate/node_modules" ] || [ "$validate/package-lock.json" -nt "$va
     npm ci --prefix "$validate" --no-audit --no-fund --silent
     touch "$validate/node_modules"
 fi
+# The versions in use (first line of each; sed reads to the end, so no writer dies of SIGPIPE under pipefail).
 /usr/sbin/nginx -v
-promtool --version | head -1
-/usr/sbin/haproxy -v | head -1
+promtool --version 2>&1 | sed -n 1p
+/usr/sbin/haproxy -v 2>&1 | sed -n 1p
