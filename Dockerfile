@@ -1,23 +1,19 @@
-# Multi-stage build: the build stage provisions ONNX Runtime (CPU) from its PyPI wheel and builds the release
-# binaries; the runtime stage carries the server, the client (used for the health check), the ONNX Runtime
-# library and the example models, and runs as a non-root user.
+# Multi-stage build. The build stage runs scripts/image-tree.sh: ONNX Runtime (CPU) provisioned from its PyPI wheel as
+# scripts/setup-ort.sh does, the release binaries, the example models, laid out as the runtime image's files under /out.
+# The runtime stage copies that tree to / and runs the server as a non-root user, with the client as its health check.
+# Without a Docker engine, tests/interop/test_image.py (scripts/image-check.sh) builds the same tree, applies this
+# runtime stage's RUN lines to a debootstrapped Debian root, and starts the ENTRYPOINT from it with this ENV and USER.
 FROM rust:1.95-bookworm AS build
 RUN apt-get update && apt-get install -y --no-install-recommends python3-pip unzip && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
-RUN bash scripts/setup-ort.sh \
- && cargo build --release -p switchyard -p switchyard-client \
- && mkdir -p /out/lib \
- && cp target/release/switchyard target/release/switchyard-client /out/ \
- && cp -L .ort/lib/libonnxruntime.so /out/lib/libonnxruntime.so \
- && cp .ort/lib/libonnxruntime_providers_shared.so /out/lib/
+RUN bash scripts/image-tree.sh /out
 
 FROM debian:bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates && rm -rf /var/lib/apt/lists/* \
- && useradd --system --uid 10001 --no-create-home switchyard
-COPY --from=build /out/switchyard /out/switchyard-client /usr/local/bin/
-COPY --from=build /out/lib/ /opt/switchyard/lib/
-COPY models/ /models/
+ && groupadd --system --gid 10001 switchyard \
+ && useradd --system --uid 10001 --gid 10001 --no-create-home switchyard
+COPY --from=build /out/ /
 ENV SWITCHYARD_ORT_LIBRARY=/opt/switchyard/lib/libonnxruntime.so \
     SWITCHYARD_MODEL_REPOSITORY=/models \
     SWITCHYARD_LOG_FORMAT=json

@@ -2,7 +2,8 @@
 # Installs the Debian packages the tests run: nginx (nginx-light), the load balancer of the mirrored-traffic
 # test (server/tests/nginx_mirror.rs), which runs /usr/sbin/nginx itself on loopback ports, and promtool (package
 # prometheus) for the alert-rule checks of tests/interop/test_kubernetes.py, and haproxy for the rolling-restart
-# test (tests/interop/test_haproxy.py); node and npm, then the npm packages of deploy/kubernetes/validate (its
+# test (tests/interop/test_haproxy.py), debootstrap for the container image check
+# (tests/interop/test_image.py); node and npm, then the npm packages of deploy/kubernetes/validate (its
 # lockfile). The packages' own services are never
 # started: a temporary policy-rc.d refuses them during the install.
 set -euo pipefail
@@ -11,6 +12,7 @@ need=()
 [ -x /usr/sbin/nginx ] || need+=(nginx-light)
 command -v promtool >/dev/null || need+=(prometheus)
 [ -x /usr/sbin/haproxy ] || need+=(haproxy)
+command -v debootstrap >/dev/null || need+=(debootstrap)
 command -v npm >/dev/null || need+=(nodejs npm)
 if [ "${#need[@]}" -gt 0 ]; then
     sudo=""

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The test command: provisions ONNX Runtime, nginx (the mirrored-traffic test) and the Python test tools (with kubectl and
-# kubernetes-validate for the manifests' checks in tests/interop/test_kubernetes.py), then runs the format and lint gates,
+# The test command: provisions ONNX Runtime, the Debian tools the tests start (nginx, haproxy, promtool, debootstrap for
+# the container image check; scripts/setup-system.sh) and the Python test tools (with kubectl and kubernetes-validate
+# for the manifests' checks in tests/interop/test_kubernetes.py), then runs the format and lint gates,
 # the Rust unit and integration tests, and the interop tests with the real Triton clients (tritonclient over
 # HTTP and gRPC, perf_analyzer). Works on a fresh machine; later runs reuse what is already set up.
 set -euo pipefail
