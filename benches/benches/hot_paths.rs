@@ -263,8 +263,8 @@ impl EchoQueue {
         let policy = BatchPolicy {
             max_batch_size: 32,
             dynamic: true,
-            preferred: Vec::new(),
             max_queue_delay,
+            ..Default::default()
         };
         let stats = Arc::new(VersionStats::default());
         let queue = BatchQueue::new(policy, QueuePolicy::single(1024), stats.clone());

@@ -357,3 +357,69 @@ async fn the_report_of_a_model_without_a_shadow_and_of_an_unknown_model() {
     assert!(body["error"].as_str().unwrap().contains("nope"));
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copies_wait_to_share_a_batch_of_the_target() {
+    let repo = temp_repo(&["simple"]);
+    // Batches up to 8 rows; the queue delay alone would run each copy at once.
+    add_variant(repo.path(), "batched", |t| t + "dynamic_batching { }\n");
+    // Copies may wait 20 s for their batch: only a full one runs them.
+    write_policy(
+        repo.path(),
+        "simple",
+        "default: 1\nshadow: { model: batched, target: 2, batch_wait_ms: 20000, timeout_ms: 30000, max_cpu_load: 1 }\n",
+    );
+    let s = TestServer::start(repo.path(), |_| {}).await;
+    infer_both(&s, "simple", 8, 1).await;
+    let r = report_when(&s, "simple", |r| pairs(r) == 8).await;
+    assert_eq!(n(&r["totals"]["outcomes"]["match"]), 8, "{r:#}");
+    let target = s.server.service.registry().resolve("batched", Some("2")).unwrap();
+    assert_eq!(target.stats.execution_count.get(), 1, "eight copies, one batch");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_copy_while_the_process_has_no_spare_cpu() {
+    let repo = temp_repo(&["simple"]);
+    write_policy(
+        repo.path(),
+        "simple",
+        "default: 1\nshadow: { target: 2, max_cpu_load: 0.5 }\n",
+    );
+    let s = TestServer::start(repo.path(), |_| {}).await;
+    // Every CPU of the process busy (this test's threads count as the server's: one process).
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let spinners: Vec<_> = (0..cpus)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::hint::spin_loop();
+                }
+            })
+        })
+        .collect();
+    let deadline = std::time::Instant::now() + WAIT;
+    while switchyard::util::cpu::load() < 0.7 {
+        assert!(std::time::Instant::now() < deadline, "the CPU load never rose");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    infer_both(&s, "simple", 4, 1).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for t in spinners {
+        t.join().unwrap();
+    }
+    let r = report(&s, "simple").await;
+    assert_eq!(n(&r["dropped"]["cpu"]), 4, "{r:#}");
+    assert_eq!(pairs(&r), 0, "{r:#}");
+    // With the CPUs free again, copies are made.
+    let deadline = std::time::Instant::now() + WAIT;
+    while switchyard::util::cpu::load() >= 0.4 {
+        assert!(std::time::Instant::now() < deadline, "the CPU load never fell");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    infer_both(&s, "simple", 2, 1).await;
+    report_when(&s, "simple", |r| pairs(r) == 2).await;
+    s.stop().await;
+}

@@ -74,6 +74,9 @@ pub struct Job {
     /// its deadline its own `timeout`, not counted against the levels'
     /// capacities (the mirror bounds its copies) nor in dropped statistics.
     pub shadow: bool,
+    /// A shadow copy at the head of the queue waits this long after its
+    /// arrival for other copies to share its batch.
+    pub batch_wait: Duration,
     /// Where the result goes.
     pub reply: oneshot::Sender<Result<JobOutput>>,
 }
@@ -103,6 +106,7 @@ impl Job {
             seq: 0,
             trace: None,
             shadow: false,
+            batch_wait: Duration::ZERO,
             reply,
         }
     }
@@ -117,6 +121,9 @@ impl Pending for Job {
     }
     fn enqueued(&self) -> Instant {
         self.enqueued
+    }
+    fn held_until(&self) -> Option<Instant> {
+        self.shadow.then(|| self.enqueued + self.batch_wait)
     }
 }
 
@@ -320,6 +327,7 @@ impl BatchQueue {
                 wake: Condvar::new(),
                 drain_policy: BatchPolicy {
                     max_queue_delay: Duration::ZERO,
+                    hold_copies: false,
                     ..policy.clone()
                 },
                 policy,
@@ -523,16 +531,39 @@ impl BatchQueue {
 
     fn executor_loop(self, mut executor: Box<dyn Executor>) {
         while let Some(batch) = self.next_batch() {
-            // A panic inside the runtime must not take the executor down with it: the
-            // batch's callers get an error (their reply channels drop) and the loop goes on.
-            let seqs: Vec<u64> = batch.iter().map(|j| j.seq).collect();
-            let run = std::panic::AssertUnwindSafe(|| run_batch(executor.as_mut(), batch, &self.shared));
-            let outcome = std::panic::catch_unwind(run);
-            if outcome.is_err() {
-                tracing::error!("executor panicked while running a batch; the batch failed");
-                for seq in seqs {
-                    self.shared.skip(seq);
-                }
+            if batch.iter().all(|j| j.shadow) {
+                // Copies only: on a helper thread in the idle scheduling class, so they take
+                // only CPU that production leaves unused. This thread waits; the session is
+                // still used by one thread at a time.
+                let name = format!("{}-shadow", std::thread::current().name().unwrap_or("sy"));
+                std::thread::scope(|scope| {
+                    let helper = std::thread::Builder::new().name(name).spawn_scoped(scope, || {
+                        crate::util::idle_priority("shadow");
+                        self.run_guarded(executor.as_mut(), batch);
+                    });
+                    match helper {
+                        Ok(h) => {
+                            let _ = h.join();
+                        }
+                        // The batch went with the closure: its copies fail as the executor's.
+                        Err(e) => tracing::warn!(error = %e, "cannot start a thread for shadow copies"),
+                    }
+                });
+            } else {
+                self.run_guarded(executor.as_mut(), batch);
+            }
+        }
+    }
+
+    /// A panic inside the runtime must not take the executor down with it: the
+    /// batch's callers get an error (their reply channels drop) and the loop goes on.
+    fn run_guarded(&self, executor: &mut dyn Executor, batch: Vec<Job>) {
+        let seqs: Vec<u64> = batch.iter().map(|j| j.seq).collect();
+        let run = std::panic::AssertUnwindSafe(|| run_batch(executor, batch, &self.shared));
+        if std::panic::catch_unwind(run).is_err() {
+            tracing::error!("executor panicked while running a batch; the batch failed");
+            for seq in seqs {
+                self.shared.skip(seq);
             }
         }
     }

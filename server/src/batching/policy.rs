@@ -5,7 +5,9 @@
 //! only if their non-batch shapes match; a batch never exceeds
 //! `max_batch_size` rows; a full batch, or one of a preferred size, runs at
 //! once; otherwise the batcher waits until the oldest request has waited
-//! `max_queue_delay`, then runs what it has.
+//! `max_queue_delay`, then runs what it has. Shadow copies (always behind
+//! production requests) at the head may wait longer, up to their own batch
+//! wait, so that copies share batches instead of each costing a run.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -22,6 +24,9 @@ pub struct BatchPolicy {
     pub preferred: Vec<usize>,
     /// How long the oldest request may wait for a batch to fill.
     pub max_queue_delay: Duration,
+    /// Whether a shadow copy at the head waits until it is [`Pending::held_until`]
+    /// for more copies (off while draining or warming up).
+    pub hold_copies: bool,
 }
 
 /// What the batcher needs to know about a queued request.
@@ -33,6 +38,11 @@ pub trait Pending {
     fn shape_key(&self) -> &[i64];
     /// When the request entered the queue.
     fn enqueued(&self) -> Instant;
+    /// For a shadow copy: how long it may wait for other copies to fill its
+    /// batch; `None` for production requests.
+    fn held_until(&self) -> Option<Instant> {
+        None
+    }
 }
 
 /// The batcher's decision.
@@ -78,7 +88,12 @@ pub fn decide<P: Pending>(queue: &VecDeque<P>, policy: &BatchPolicy, now: Instan
             return Decision::Run(picked);
         }
     }
-    let deadline = head.enqueued() + policy.max_queue_delay;
+    let mut deadline = head.enqueued() + policy.max_queue_delay;
+    if policy.hold_copies
+        && let Some(held) = head.held_until()
+    {
+        deadline = deadline.max(held);
+    }
     if now >= deadline {
         return Decision::Run(picked);
     }
@@ -101,6 +116,7 @@ mod tests {
         rows: usize,
         key: Vec<i64>,
         at: Instant,
+        held: Option<Instant>,
     }
     impl Pending for P {
         fn rows(&self) -> usize {
@@ -112,6 +128,9 @@ mod tests {
         fn enqueued(&self) -> Instant {
             self.at
         }
+        fn held_until(&self) -> Option<Instant> {
+            self.held
+        }
     }
 
     fn queue(t0: Instant, items: &[(usize, i64, u64)]) -> VecDeque<P> {
@@ -121,6 +140,7 @@ mod tests {
                 rows,
                 key: vec![key],
                 at: t0 + Duration::from_micros(us),
+                held: None,
             })
             .collect()
     }
@@ -131,6 +151,7 @@ mod tests {
             dynamic: true,
             preferred: preferred.to_vec(),
             max_queue_delay: Duration::from_micros(delay_us),
+            hold_copies: true,
         }
     }
 
@@ -198,5 +219,46 @@ mod tests {
         let t0 = Instant::now();
         let q = queue(t0, &[(9, 0, 0), (1, 0, 0)]);
         assert_eq!(decide(&q, &policy(8, 0, &[]), t0), Decision::Run(vec![0]));
+    }
+
+    #[test]
+    fn shadow_copies_wait_for_their_batch_unless_draining_or_full() {
+        let t0 = Instant::now();
+        let us = Duration::from_micros;
+        let mut q = queue(t0, &[(1, 0, 0), (1, 0, 100)]);
+        for p in &mut q {
+            p.held = Some(p.at + us(20_000));
+        }
+        let p = policy(4, 500, &[]);
+        // Past the queue delay but not the hold: wait for the hold.
+        assert_eq!(decide(&q, &p, t0 + us(600)), Decision::WaitUntil(t0 + us(20_000)));
+        assert_eq!(decide(&q, &p, t0 + us(20_000)), Decision::Run(vec![0, 1]));
+        // Draining (or warming up): no hold.
+        let drain = BatchPolicy {
+            hold_copies: false,
+            ..p.clone()
+        };
+        assert_eq!(decide(&q, &drain, t0 + us(600)), Decision::Run(vec![0, 1]));
+        // A full batch runs at once.
+        for i in 0..2 {
+            q.push_back(P {
+                rows: 1,
+                key: vec![0],
+                at: t0 + us(200 + i),
+                held: Some(t0 + us(20_200)),
+            });
+        }
+        assert_eq!(decide(&q, &p, t0 + us(300)), Decision::Run(vec![0, 1, 2, 3]));
+        // A production request ahead of the copies runs on the queue delay and takes copies along.
+        q.push_front(P {
+            rows: 1,
+            key: vec![0],
+            at: t0 + us(250),
+            held: None,
+        });
+        assert_eq!(
+            decide(&q, &policy(8, 500, &[]), t0 + us(750)),
+            Decision::Run(vec![0, 1, 2, 3, 4])
+        );
     }
 }

@@ -10,16 +10,22 @@ use bytes::Bytes;
 use super::*;
 use crate::tensor::{DataType, TensorData};
 
-/// Echoes its one input as output `y`; announces each batch and waits for a go.
+/// Where a batch ran: the thread's name and scheduling policy.
+type RanOn = (String, Option<thread_priority::unix::ThreadSchedulePolicy>);
+
+/// Echoes its one input as output `y`; announces each batch (and where it
+/// runs) and waits for a go.
 struct Mock {
-    started: mpsc::Sender<Vec<u8>>,
+    started: mpsc::Sender<(Vec<u8>, RanOn)>,
     go: mpsc::Receiver<()>,
 }
 
 impl Executor for Mock {
     fn run(&mut self, inputs: Vec<BatchInput<'_>>) -> Result<Vec<Tensor>> {
         let data = concat_fixed(&inputs[0].parts);
-        let _ = self.started.send(data.to_vec());
+        let thread = std::thread::current().name().unwrap_or("").to_string();
+        let policy = thread_priority::unix::thread_schedule_policy().ok();
+        let _ = self.started.send((data.to_vec(), (thread, policy)));
         let _ = self.go.recv_timeout(Duration::from_secs(10));
         Ok(vec![Tensor {
             name: "y".into(),
@@ -32,7 +38,7 @@ impl Executor for Mock {
 
 struct Harness {
     queue: BatchQueue,
-    started: mpsc::Receiver<Vec<u8>>,
+    started: mpsc::Receiver<(Vec<u8>, RanOn)>,
     go: mpsc::Sender<()>,
     stats: Arc<VersionStats>,
 }
@@ -85,6 +91,11 @@ impl Harness {
 
     /// Waits for the executor to start a batch and returns its rows.
     fn next_started(&self) -> Vec<u8> {
+        self.next_started_on().0
+    }
+
+    /// Waits for the executor to start a batch; its rows and where it runs.
+    fn next_started_on(&self) -> (Vec<u8>, RanOn) {
         self.started
             .recv_timeout(Duration::from_secs(10))
             .expect("a batch started")
@@ -101,6 +112,7 @@ fn dynamic(max: usize, delay: Duration) -> BatchPolicy {
         dynamic: true,
         preferred: Vec::new(),
         max_queue_delay: delay,
+        hold_copies: true,
     }
 }
 
@@ -320,6 +332,45 @@ fn shadow_copies_wait_behind_every_request_and_take_no_capacity() {
     h.release();
     assert_eq!(order, [3, 2, 9]);
     for rx in [first, shadow, low, high] {
+        output(rx).unwrap();
+    }
+}
+
+#[test]
+fn copies_only_batches_run_in_the_idle_scheduling_class() {
+    use thread_priority::unix::{NormalThreadSchedulePolicy, ThreadSchedulePolicy};
+    let h = Harness::new(dynamic(8, Duration::ZERO), QueuePolicy::single(8));
+    let first = h.submit(&[1], 0, None).unwrap();
+    let (rows, (thread, policy)) = h.next_started_on();
+    assert_eq!(rows, [1]);
+    assert_eq!(thread, "sy-test-0");
+    assert_ne!(
+        policy,
+        Some(ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle))
+    );
+    let copies = [
+        h.submit_shadow(&[8], Duration::from_secs(30)).unwrap(),
+        h.submit_shadow(&[9], Duration::from_secs(30)).unwrap(),
+    ];
+    h.release();
+    let (rows, (thread, policy)) = h.next_started_on();
+    assert_eq!(rows, [8, 9], "the two copies share a batch");
+    assert_eq!(thread, "sy-test-0-shadow");
+    assert_eq!(
+        policy,
+        Some(ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle))
+    );
+    h.release();
+    // The executor thread itself keeps its class: the next production batch runs there.
+    let after = h.submit(&[2], 0, None).unwrap();
+    let (_, (thread, policy)) = h.next_started_on();
+    assert_eq!(thread, "sy-test-0");
+    assert_ne!(
+        policy,
+        Some(ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle))
+    );
+    h.release();
+    for rx in copies.into_iter().chain([first, after]) {
         output(rx).unwrap();
     }
 }

@@ -97,6 +97,7 @@ pub fn build_version(
         dynamic: dynamic.is_some() && max_batch_size > 0,
         preferred,
         max_queue_delay: Duration::from_micros(dynamic.map_or(0, |d| d.max_queue_delay_microseconds)),
+        hold_copies: true,
     };
     let version_label = version.to_string();
     let stats = Arc::new(VersionStats::with_metrics(name, &version_label));

@@ -12,9 +12,12 @@
 //!   (metrics, the model's [`Report`], the prediction log through the
 //!   observers, marked shadow, under the primary's request id). The primary's
 //!   latency and errors never wait on it.
-//! - **Shed first**: no copy while the primary's or the target's queue holds
-//!   more than a batch, or `in_flight` copies are running; a copy past its
-//!   deadline is abandoned. Each is counted by reason.
+//! - **Batched**: a copy at the head of the target's queue waits up to the
+//!   policy's `batch_wait_ms` for more copies to share its batch.
+//! - **Shed first**: no copy while a request waits in the primary's or the
+//!   target's queue, every primary instance is running, the process's CPU
+//!   load is at `max_cpu_load`, or `in_flight` copies are running; a copy
+//!   past its deadline is abandoned. Each is counted by reason.
 //! - **The gate**, when the policy has one, decides once and applies its
 //!   action as a traffic override (audited as `shadow_gate`).
 
@@ -168,6 +171,10 @@ impl Service {
             experiment.drop_copy(model, "load");
             return None;
         }
+        if spec.max_cpu_load < 1.0 && crate::util::cpu::load() >= spec.max_cpu_load {
+            experiment.drop_copy(model, "cpu");
+            return None;
+        }
         let Ok(permit) = experiment.permits.clone().try_acquire_owned() else {
             experiment.drop_copy(model, "in_flight");
             return None;
@@ -203,11 +210,15 @@ impl Service {
             Ok(r) => Ok((r.outputs.clone(), r.version.clone())),
             Err(e) => Err(e.message.clone()),
         };
-        let service = self.clone();
-        let wanted = primary_wanted.to_vec();
         let received = SystemTime::now()
             .checked_sub(primary_latency)
             .unwrap_or_else(SystemTime::now);
+        // Both sides' latency leaves out their time in the queue (copies wait
+        // behind production and for their batch to fill).
+        let queued = primary.as_ref().map_or(Duration::ZERO, |r| r.timings.queue);
+        let primary_latency = primary_latency.saturating_sub(queued);
+        let service = self.clone();
+        let wanted = primary_wanted.to_vec();
         tokio::spawn(async move {
             service
                 .mirror_one(plan, primary_side, primary_latency, received, wanted, protocol)
@@ -243,12 +254,13 @@ impl Service {
         let kept = wanted.contains(&true).then(|| inputs.clone());
         let timeout = Duration::from_millis(experiment.spec.timeout_ms);
         let started = Instant::now();
-        let run = self.run_shadow_job(&target, inputs, outputs, &parameters, started, timeout);
+        let run = self.run_shadow_job(&target, inputs, outputs, &parameters, started, &experiment.spec);
         let result = match tokio::time::timeout(timeout, run).await {
             Err(_) => Err(Error::new(ErrorKind::Timeout, "the shadow copy passed its deadline")),
             Ok(r) => r,
         };
-        let shadow_latency = started.elapsed();
+        let queued = result.as_ref().map_or(Duration::ZERO, |r| r.timings.queue);
+        let shadow_latency = started.elapsed().saturating_sub(queued);
         match &result {
             Err(e) if e.kind == ErrorKind::Timeout => return experiment.drop_copy(&model, "deadline"),
             Err(e) if e.kind == ErrorKind::Unavailable => return experiment.drop_copy(&model, "unavailable"),
@@ -323,7 +335,7 @@ impl Service {
         outputs: Vec<String>,
         parameters: &[(String, Param)],
         started: Instant,
-        timeout: Duration,
+        spec: &Shadow,
     ) -> Result<crate::batching::JobOutput> {
         let (mut job, rx) = crate::admission::prepare_job(
             target,
@@ -334,7 +346,8 @@ impl Service {
             self.inner.max_tensor_elements,
         )?;
         job.shadow = true;
-        job.timeout = Some(timeout);
+        job.timeout = Some(Duration::from_millis(spec.timeout_ms));
+        job.batch_wait = Duration::from_millis(spec.batch_wait_ms);
         target.queue.submit(job)?;
         rx.await
             .map_err(|_| Error::internal("the executor stopped before answering"))?

@@ -14,6 +14,8 @@
 //!   compare: { absolute: 1e-5, relative: 1e-4, top_k: 1 }
 //!   in_flight: 64
 //!   timeout_ms: 1000
+//!   batch_wait_ms: 20        # a copy waits this long at most for others to share its batch
+//!   max_cpu_load: 0.8        # no copy while the process uses this share of its CPUs or more
 //!   promote:                 # optional gate, decided once after `min_pairs` pairs
 //!     min_pairs: 1000
 //!     max_mismatch_rate: 0.01
@@ -131,6 +133,12 @@ fn default_in_flight() -> u32 {
 fn default_timeout_ms() -> u64 {
     1000
 }
+fn default_batch_wait_ms() -> u64 {
+    20
+}
+fn default_max_cpu_load() -> f64 {
+    0.8
+}
 
 /// The shadow (mirroring) settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -154,6 +162,15 @@ pub struct Shadow {
     /// Deadline of a mirrored request, in [1, 600000] ms.
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
+    /// How long a copy may wait in the target's queue for other copies to
+    /// share its batch, in [0, timeout_ms) ms (0: it runs as soon as the
+    /// target is free).
+    #[serde(default = "default_batch_wait_ms")]
+    pub batch_wait_ms: u64,
+    /// No copy while this process's CPU load (share of the CPUs it may
+    /// use, last ~50 ms) is at or above this, in (0, 1]; 1 turns the rule off.
+    #[serde(default = "default_max_cpu_load")]
+    pub max_cpu_load: f64,
     /// The promotion gate, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub promote: Option<Gate>,
@@ -287,6 +304,13 @@ impl TrafficPolicy {
             if !(1..=600_000).contains(&s.timeout_ms) {
                 return err("shadow.timeout_ms", format!("{} is not in [1, 600000]", s.timeout_ms));
             }
+            if s.batch_wait_ms >= s.timeout_ms {
+                let why = format!("{} is not below timeout_ms ({})", s.batch_wait_ms, s.timeout_ms);
+                return err("shadow.batch_wait_ms", why);
+            }
+            if !s.max_cpu_load.is_finite() || s.max_cpu_load <= 0.0 || s.max_cpu_load > 1.0 {
+                return err("shadow.max_cpu_load", format!("{} is not in (0, 1]", s.max_cpu_load));
+            }
             if let Some(m) = &s.model
                 && let Err(why) = check_model_name(m)
             {
@@ -379,7 +403,7 @@ mod tests {
             "default: 1\ncanary:\n  - target: 2\n    weight: 10\n  - target: beta\n    weight: 0\n\
              sticky_key: { header: X-User-Id }\n\
              shadow: { target: 2, sample_rate: 0.5, compare: { absolute: 1e-5, relative: 1e-4, top_k: 1 }, \
-             in_flight: 64, timeout_ms: 1000 }\n",
+             in_flight: 64, timeout_ms: 1000, batch_wait_ms: 20, max_cpu_load: 0.8 }\n",
             F,
         )
         .unwrap();
@@ -424,6 +448,12 @@ mod tests {
             ("shadow: { target: 2, sample_rate: 1.5 }", "shadow.sample_rate"),
             ("shadow: { target: 2, in_flight: 0 }", "shadow.in_flight"),
             ("shadow: { target: 2, timeout_ms: 0 }", "shadow.timeout_ms"),
+            (
+                "shadow: { target: 2, timeout_ms: 50, batch_wait_ms: 50 }",
+                "shadow.batch_wait_ms",
+            ),
+            ("shadow: { target: 2, max_cpu_load: 0 }", "shadow.max_cpu_load"),
+            ("shadow: { target: 2, max_cpu_load: 1.5 }", "shadow.max_cpu_load"),
             (
                 "shadow: { target: 2, compare: { top_k: 5000 } }",
                 "shadow.compare.top_k",

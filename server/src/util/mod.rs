@@ -1,8 +1,9 @@
 //! Small helpers several modules share: lowercase hex, RFC 3339 timestamps
-//! and the background drain loop ([`drain`]) of the prediction log, drift
-//! and OTLP threads.
+//! the background drain loop ([`drain`]) of the prediction log, drift
+//! and OTLP threads, and the process's CPU load ([`cpu`]).
 
 pub mod background;
+pub mod cpu;
 pub mod drain;
 
 pub use background::Background;
@@ -60,6 +61,20 @@ pub fn rfc3339(time: SystemTime, precision: Precision) -> String {
 pub fn background_priority(what: &str) {
     if let Err(e) = thread_priority::set_current_thread_priority(thread_priority::ThreadPriority::Min) {
         tracing::debug!(thread = what, error = ?e, "cannot lower the thread's priority");
+    }
+}
+
+/// Puts the calling thread in the idle scheduling class (Linux `SCHED_IDLE`:
+/// it runs only when no other thread wants the CPU), or at nice 19 where
+/// that is refused. Shadow copies run there. Best effort, like
+/// [`background_priority`].
+pub fn idle_priority(what: &str) {
+    use thread_priority::unix::{NormalThreadSchedulePolicy, ThreadSchedulePolicy, set_thread_priority_and_policy};
+    let idle = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle);
+    let id = thread_priority::unix::thread_native_id();
+    if let Err(e) = set_thread_priority_and_policy(id, thread_priority::ThreadPriority::Min, idle) {
+        tracing::debug!(thread = what, error = ?e, "no idle scheduling class; nice 19 instead");
+        background_priority(what);
     }
 }
 
