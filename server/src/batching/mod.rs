@@ -200,6 +200,8 @@ struct State {
     /// Warm-up runs before publication: no traffic will fill a batch, so
     /// batches run without the queue delay.
     warming: bool,
+    /// What the adaptive delay has learned of the arrivals.
+    pace: policy::Pace,
 }
 
 impl State {
@@ -323,6 +325,7 @@ impl BatchQueue {
                     next_seq: 0,
                     closed: false,
                     warming: false,
+                    pace: policy::Pace::default(),
                 }),
                 wake: Condvar::new(),
                 drain_policy: BatchPolicy {
@@ -424,8 +427,15 @@ impl BatchQueue {
             } else {
                 &shared.policy
             };
-            match policy::decide(&state.queue, policy, now) {
+            let (decision, paused) = policy::decide_paced(&state.queue, policy, &state.pace, now);
+            match decision {
                 Decision::Run(picked) => {
+                    if policy.delay == policy::Delay::Adaptive {
+                        // Production arrivals only: copies come when their primaries finish.
+                        let State { queue, pace, .. } = &mut *state;
+                        let arrivals = picked.iter().map(|&i| &queue[i]).filter(|j| !j.shadow);
+                        pace.observe(arrivals.map(|j| j.enqueued), paused, policy.max_queue_delay);
+                    }
                     let mut batch = Vec::with_capacity(picked.len());
                     for (taken, i) in picked.into_iter().enumerate() {
                         if let Some(job) = state.remove(i - taken) {

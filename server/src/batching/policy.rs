@@ -5,12 +5,104 @@
 //! only if their non-batch shapes match; a batch never exceeds
 //! `max_batch_size` rows; a full batch, or one of a preferred size, runs at
 //! once; otherwise the batcher waits until the oldest request has waited
-//! `max_queue_delay`, then runs what it has. Shadow copies (always behind
+//! `max_queue_delay`, then runs what it has ([`Delay::Fixed`]).
+//!
+//! [`Delay::Adaptive`] (the default) keeps that contract but also runs as
+//! soon as arrivals pause: once the batch has as many requests as recent
+//! batches had ([`Pace::expected`]) and no request has joined for
+//! [`Pace::patience`] (a few of the gaps seen between requests that shared
+//! a batch). A lone request of a closed-loop client (nothing else is
+//! coming) then runs at once, and a burst of requests runs when the burst
+//! is in, not when the delay runs out. [`Pace`] is learned by the queue
+//! from the batches it runs. Shadow copies (always behind
 //! production requests) at the head may wait longer, up to their own batch
 //! wait, so that copies share batches instead of each costing a run.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
+
+/// How a batch that is neither full nor of a preferred size waits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Delay {
+    /// Until the oldest request has waited `max_queue_delay` (Triton's rule).
+    #[default]
+    Fixed,
+    /// Also no longer than arrivals keep coming (see [`Pace`]).
+    Adaptive,
+}
+
+/// The model config parameter that selects the [`Delay`].
+pub const DELAY_PARAMETER: &str = "dynamic_batching_delay";
+
+impl Delay {
+    /// The delay named by the [`DELAY_PARAMETER`] value (`adaptive`, the
+    /// default, or `fixed`).
+    pub fn from_parameter(value: Option<&str>) -> Result<Delay, String> {
+        match value.map(str::trim) {
+            None | Some("adaptive") => Ok(Delay::Adaptive),
+            Some("fixed") => Ok(Delay::Fixed),
+            Some(other) => Err(format!(
+                "parameter '{DELAY_PARAMETER}' must be 'adaptive' or 'fixed', got '{other}'"
+            )),
+        }
+    }
+}
+
+/// Gaps between arrivals, in units of the learned gap, that the adaptive
+/// batcher waits for the next request.
+pub const PATIENCE_GAPS: u32 = 8;
+
+/// What the adaptive batcher has learned about arrivals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Pace {
+    /// Typical gap between consecutive requests that shared a batch (an
+    /// average that halves each time a request waited alone in vain); zero
+    /// until such requests are seen.
+    pub gap: Duration,
+    /// Typical production requests per batch, in 1/16ths (an average over
+    /// the last ~8 batches): a batch smaller than that is still filling.
+    pub requests16: u32,
+}
+
+impl Pace {
+    /// How long after the latest arrival another request is still expected.
+    pub fn patience(&self) -> Duration {
+        self.gap * PATIENCE_GAPS
+    }
+
+    /// Requests recent batches had (rounded down): while a batch has fewer,
+    /// more are expected and a pause does not end the wait.
+    pub fn expected(&self) -> usize {
+        (self.requests16 / 16) as usize
+    }
+
+    /// Learns from a batch about to run: `arrivals` are its requests' arrival
+    /// times in arrival order; `paused` says it ran because arrivals paused
+    /// (the wait for one more was in vain). Gaps count up to `cap` (the
+    /// queue delay): a longer one is no gap within a batch.
+    pub fn observe(&mut self, arrivals: impl IntoIterator<Item = Instant>, paused: bool, cap: Duration) {
+        let mut previous: Option<Instant> = None;
+        let mut requests = 0;
+        for at in arrivals {
+            if let Some(p) = previous {
+                let gap = at.saturating_duration_since(p).min(cap);
+                // An average over the last ~8 gaps.
+                self.gap = (self.gap * 7 + gap) / 8;
+            }
+            previous = Some(at);
+            requests += 1;
+        }
+        // A request that waited alone in vain: nothing else was coming. (The
+        // end of a burst always waits in vain once; that teaches nothing.)
+        if paused && requests <= 1 {
+            self.gap /= 2;
+        }
+        if requests > 0 {
+            let requests = requests.min(u32::MAX as usize / 32) as u32;
+            self.requests16 = (self.requests16 * 7 + requests * 16) / 8;
+        }
+    }
+}
 
 /// Batching parameters of one model version.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -24,6 +116,8 @@ pub struct BatchPolicy {
     pub preferred: Vec<usize>,
     /// How long the oldest request may wait for a batch to fill.
     pub max_queue_delay: Duration,
+    /// Whether the wait also ends when arrivals pause.
+    pub delay: Delay,
     /// Whether a shadow copy at the head waits until it is [`Pending::held_until`]
     /// for more copies (off while draining or warming up).
     pub hold_copies: bool,
@@ -56,19 +150,32 @@ pub enum Decision {
     WaitUntil(Instant),
 }
 
-/// Decides what to run next.
+/// Decides what to run next under [`Delay::Fixed`] rules (or with nothing
+/// learned yet).
 pub fn decide<P: Pending>(queue: &VecDeque<P>, policy: &BatchPolicy, now: Instant) -> Decision {
+    decide_paced(queue, policy, &Pace::default(), now).0
+}
+
+/// Decides what to run next, and whether a batch runs because arrivals
+/// paused (for [`Pace::observe`]).
+pub fn decide_paced<P: Pending>(
+    queue: &VecDeque<P>,
+    policy: &BatchPolicy,
+    pace: &Pace,
+    now: Instant,
+) -> (Decision, bool) {
     let Some(head) = queue.front() else {
-        return Decision::Idle;
+        return (Decision::Idle, false);
     };
     if !policy.dynamic || policy.max_batch_size == 0 {
-        return Decision::Run(vec![0]);
+        return (Decision::Run(vec![0]), false);
     }
     let max = policy.max_batch_size;
     // Compatible requests in arrival order, while they fit in one batch.
     let mut picked = Vec::new();
     let mut cumulative = Vec::new();
     let mut rows = 0usize;
+    let mut latest = head.enqueued();
     for (i, p) in queue.iter().enumerate() {
         if p.shape_key() != head.shape_key() {
             continue;
@@ -77,25 +184,25 @@ pub fn decide<P: Pending>(queue: &VecDeque<P>, policy: &BatchPolicy, now: Instan
             if picked.is_empty() {
                 // A request larger than the batch limit was rejected at
                 // admission; run it alone rather than stall the queue.
-                return Decision::Run(vec![i]);
+                return (Decision::Run(vec![i]), false);
             }
             break;
         }
         rows += p.rows();
         picked.push(i);
         cumulative.push(rows);
+        latest = latest.max(p.enqueued());
         if rows == max {
-            return Decision::Run(picked);
+            return (Decision::Run(picked), false);
         }
     }
     let mut deadline = head.enqueued() + policy.max_queue_delay;
-    if policy.hold_copies
-        && let Some(held) = head.held_until()
-    {
+    let held = policy.hold_copies.then(|| head.held_until()).flatten();
+    if let Some(held) = held {
         deadline = deadline.max(held);
     }
     if now >= deadline {
-        return Decision::Run(picked);
+        return (Decision::Run(picked), false);
     }
     // Largest preferred size that a prefix of the picked requests fills exactly.
     if let Some(n) = (0..cumulative.len())
@@ -103,9 +210,18 @@ pub fn decide<P: Pending>(queue: &VecDeque<P>, policy: &BatchPolicy, now: Instan
         .find(|&n| policy.preferred.contains(&cumulative[n]))
     {
         picked.truncate(n + 1);
-        return Decision::Run(picked);
+        return (Decision::Run(picked), false);
     }
-    Decision::WaitUntil(deadline)
+    // Held copies wait for their batch; production requests, under the
+    // adaptive delay, only while arrivals keep coming.
+    if policy.delay == Delay::Adaptive && held.is_none() && picked.len() >= pace.expected() {
+        let resume = latest + pace.patience();
+        if now >= resume {
+            return (Decision::Run(picked), true);
+        }
+        return (Decision::WaitUntil(resume.min(deadline)), false);
+    }
+    (Decision::WaitUntil(deadline), false)
 }
 
 #[cfg(test)]
@@ -151,6 +267,7 @@ mod tests {
             dynamic: true,
             preferred: preferred.to_vec(),
             max_queue_delay: Duration::from_micros(delay_us),
+            delay: Delay::Fixed,
             hold_copies: true,
         }
     }
@@ -260,5 +377,165 @@ mod tests {
             decide(&q, &policy(8, 500, &[]), t0 + us(750)),
             Decision::Run(vec![0, 1, 2, 3, 4])
         );
+    }
+
+    fn adaptive(max: usize, delay_us: u64) -> BatchPolicy {
+        BatchPolicy {
+            delay: Delay::Adaptive,
+            ..policy(max, delay_us, &[])
+        }
+    }
+
+    fn pace(gap_us: u64) -> Pace {
+        Pace {
+            gap: Duration::from_micros(gap_us),
+            requests16: 0,
+        }
+    }
+
+    #[test]
+    fn adaptive_runs_a_lone_request_at_once_when_nothing_was_learned() {
+        let t0 = Instant::now();
+        let q = queue(t0, &[(1, 0, 0)]);
+        let d = decide_paced(&q, &adaptive(64, 500), &Pace::default(), t0);
+        assert_eq!(d, (Decision::Run(vec![0]), true));
+        // The fixed rule waits the whole delay.
+        assert_eq!(
+            decide(&q, &policy(64, 500, &[]), t0),
+            Decision::WaitUntil(t0 + Duration::from_micros(500))
+        );
+    }
+
+    #[test]
+    fn adaptive_waits_while_arrivals_keep_coming_and_never_past_the_delay() {
+        let t0 = Instant::now();
+        let us = Duration::from_micros;
+        let q = queue(t0, &[(1, 0, 0), (1, 0, 10), (1, 0, 20)]);
+        // Learned gap 10 µs: patience 80 µs after the latest arrival.
+        let p = adaptive(64, 500);
+        assert_eq!(
+            decide_paced(&q, &p, &pace(10), t0 + us(30)),
+            (Decision::WaitUntil(t0 + us(100)), false)
+        );
+        assert_eq!(
+            decide_paced(&q, &p, &pace(10), t0 + us(100)),
+            (Decision::Run(vec![0, 1, 2]), true)
+        );
+        // Recent batches had 4 requests: three are still filling, a pause does not end the wait.
+        let fuller = Pace {
+            requests16: 4 * 16,
+            ..pace(10)
+        };
+        assert_eq!(
+            decide_paced(&q, &p, &fuller, t0 + us(100)),
+            (Decision::WaitUntil(t0 + us(500)), false)
+        );
+        let typical = Pace {
+            requests16: 3 * 16,
+            ..pace(10)
+        };
+        assert_eq!(
+            decide_paced(&q, &p, &typical, t0 + us(100)),
+            (Decision::Run(vec![0, 1, 2]), true)
+        );
+        // The queue delay still bounds the wait.
+        let short = adaptive(64, 50);
+        assert_eq!(
+            decide_paced(&q, &short, &pace(10), t0 + us(30)),
+            (Decision::WaitUntil(t0 + us(50)), false)
+        );
+        assert_eq!(
+            decide_paced(&q, &short, &pace(10), t0 + us(50)),
+            (Decision::Run(vec![0, 1, 2]), false)
+        );
+        // The fixed rule ignores what was learned.
+        assert_eq!(
+            decide_paced(&q, &policy(64, 500, &[]), &pace(10), t0 + us(100)),
+            (Decision::WaitUntil(t0 + us(500)), false)
+        );
+    }
+
+    #[test]
+    fn adaptive_keeps_full_and_preferred_batches_and_held_copies() {
+        let t0 = Instant::now();
+        let us = Duration::from_micros;
+        let q = queue(t0, &[(1, 0, 0), (1, 0, 5), (1, 0, 10)]);
+        let patient = pace(1000);
+        assert_eq!(
+            decide_paced(&q, &adaptive(3, 500), &patient, t0 + us(10)).0,
+            Decision::Run(vec![0, 1, 2])
+        );
+        let preferred = BatchPolicy {
+            delay: Delay::Adaptive,
+            ..policy(8, 500, &[2])
+        };
+        assert_eq!(
+            decide_paced(&q, &preferred, &patient, t0 + us(10)).0,
+            Decision::Run(vec![0, 1])
+        );
+        // Held copies wait for their hold, not for arrivals to pause.
+        let mut copies = queue(t0, &[(1, 0, 0)]);
+        copies[0].held = Some(t0 + us(20_000));
+        let d = decide_paced(&copies, &adaptive(8, 500), &Pace::default(), t0 + us(10));
+        assert_eq!(d, (Decision::WaitUntil(t0 + us(20_000)), false));
+    }
+
+    #[test]
+    fn pace_learns_gaps_within_batches_and_halves_after_a_vain_wait() {
+        let t0 = Instant::now();
+        let us = Duration::from_micros;
+        let cap = us(500);
+        let mut p = Pace::default();
+        // Steady 8 µs gaps: the average converges to 8 µs.
+        p.observe((0..64).map(|i| t0 + us(8 * i)), false, cap);
+        assert!(p.gap >= us(7) && p.gap <= us(8), "{:?}", p.gap);
+        // The end of a burst waits in vain once: that teaches nothing.
+        let before = p.gap;
+        p.observe([t0, t0 + us(8)], true, cap);
+        assert_eq!(p.gap, (before * 7 + us(8)) / 8);
+        // A lone request that waited in vain halves it.
+        let before = p.gap;
+        p.observe([t0], true, cap);
+        assert_eq!(p.gap, before / 2);
+        // A gap longer than the queue delay counts as the delay.
+        let mut q = Pace::default();
+        q.observe([t0, t0 + Duration::from_secs(1)], false, cap);
+        assert_eq!(q.gap, cap / 8);
+        // Requests per batch: an average over ~8 batches.
+        let mut r = Pace::default();
+        for _ in 0..64 {
+            r.observe([t0; 12], false, cap);
+        }
+        assert_eq!(r.expected(), 11, "approaches 12 from below: {}", r.requests16);
+        for _ in 0..64 {
+            r.observe([t0], true, cap);
+        }
+        assert_eq!(r.expected(), 1);
+    }
+
+    #[test]
+    fn a_closed_loop_client_stops_paying_for_waits() {
+        // One client, one request at a time: what a burst taught the batcher
+        // fades with every wait in vain, and the wait goes to nothing.
+        let t0 = Instant::now();
+        let p = adaptive(64, 500);
+        let mut learned = pace(20);
+        let mut waited = Vec::new();
+        let mut now = t0;
+        for _ in 0..12 {
+            let q = queue(now, &[(1, 0, 0)]);
+            let (mut decision, mut paused) = decide_paced(&q, &p, &learned, now);
+            let arrived = now;
+            if let Decision::WaitUntil(t) = decision {
+                now = t;
+                (decision, paused) = decide_paced(&q, &p, &learned, now);
+            }
+            assert_eq!((decision, paused), (Decision::Run(vec![0]), true));
+            waited.push(now - arrived);
+            learned.observe([arrived], paused, Duration::from_micros(500));
+            now += Duration::from_micros(100);
+        }
+        assert_eq!(waited[0], Duration::from_micros(160));
+        assert!(waited[11] < Duration::from_micros(1), "{waited:?}");
     }
 }

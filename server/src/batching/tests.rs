@@ -112,6 +112,7 @@ fn dynamic(max: usize, delay: Duration) -> BatchPolicy {
         dynamic: true,
         preferred: Vec::new(),
         max_queue_delay: delay,
+        delay: policy::Delay::Fixed,
         hold_copies: true,
     }
 }

@@ -14,7 +14,7 @@ use switchyard_proto::inference::{
 
 use super::failure::{FailureKind, LoadFailure};
 use super::pipeline::LoadSettings;
-use crate::batching::{BatchPolicy, BatchQueue, LevelPolicy, QueuePolicy};
+use crate::batching::{BatchPolicy, BatchQueue, LevelPolicy, QueuePolicy, policy};
 use crate::error::ErrorKind;
 use crate::metrics::VersionMetrics;
 use crate::model::{Backend, Device};
@@ -92,11 +92,17 @@ pub fn build_version(
         })
         .unwrap_or_default();
     preferred.sort_unstable();
+    let delay = config
+        .parameters
+        .get(policy::DELAY_PARAMETER)
+        .map(|p| p.string_value.as_str());
+    let delay = policy::Delay::from_parameter(delay).map_err(|e| LoadFailure::new(FailureKind::Config, e))?;
     let policy = BatchPolicy {
         max_batch_size,
         dynamic: dynamic.is_some() && max_batch_size > 0,
         preferred,
         max_queue_delay: Duration::from_micros(dynamic.map_or(0, |d| d.max_queue_delay_microseconds)),
+        delay,
         hold_copies: true,
     };
     let version_label = version.to_string();

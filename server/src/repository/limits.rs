@@ -57,6 +57,15 @@ pub fn check(config: &ModelConfig) -> Result<(), String> {
             }
         }
     }
+    // The batcher's delay rule (batching::policy::Delay); checked here so that `validate` sees it.
+    if let Some(p) = config.parameters.get("dynamic_batching_delay")
+        && !matches!(p.string_value.trim(), "adaptive" | "fixed")
+    {
+        let v = clip(p.string_value.trim());
+        return Err(format!(
+            "parameters.dynamic_batching_delay must be 'adaptive' or 'fixed', got '{v}'"
+        ));
+    }
     for (what, tensors) in [
         (
             "input",
@@ -188,6 +197,10 @@ mod tests {
         refused(
             r#"parameters { key: "inter_op_thread_count" value { string_value: "-3" } }"#,
             "parameters.inter_op_thread_count",
+        );
+        refused(
+            r#"parameters { key: "dynamic_batching_delay" value { string_value: "blind" } }"#,
+            "parameters.dynamic_batching_delay",
         );
         refused(r#"instance_group [{ count: 10000 }]"#, "instance_group[0].count");
         refused(r#"instance_group [{ count: 40 }, { count: 40 }]"#, "instance_group");
