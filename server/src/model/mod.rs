@@ -135,4 +135,9 @@ pub struct SessionSettings {
     /// Off by default here: the server's network and executor threads share the
     /// cores, and spinning pool threads take CPU from them.
     pub allow_spinning: bool,
+    /// ONNX Runtime's CPU memory arena (its default: on). Off, tensors are
+    /// allocated and freed per run, and idle memory goes back.
+    pub mem_arena: bool,
+    /// ONNX Runtime's memory pattern optimisation (its default: on).
+    pub mem_pattern: bool,
 }

@@ -152,7 +152,10 @@ fn configure(env: &Environment, s: &SessionSettings) -> ort::Result<SessionBuild
         .with_optimization_level(level)?
         .with_parallel_execution(s.parallel_execution)?
         .with_intra_op_spinning(s.allow_spinning)?
-        .with_inter_op_spinning(s.allow_spinning)?;
+        .with_inter_op_spinning(s.allow_spinning)?
+        .with_memory_pattern(s.mem_pattern)?;
+    // A session option (Enable/DisableCpuMemArena), not an extra provider.
+    ep::CPU::default().with_arena_allocator(s.mem_arena).register(&mut b)?;
     if s.intra_op_threads > 0 {
         b = b.with_intra_threads(s.intra_op_threads)?;
     }

@@ -402,6 +402,9 @@ pub fn session_settings(config: &ModelConfig, available_cores: usize) -> Result<
         graph_optimization_level,
         device,
         allow_spinning: param("allow_spinning").is_some_and(|v| v == "true" || v == "1"),
+        // Triton's ONNX Runtime backend names; on unless "0" or "false".
+        mem_arena: param("enable_mem_arena").is_none_or(|v| v != "0" && v != "false"),
+        mem_pattern: param("enable_mem_pattern").is_none_or(|v| v != "0" && v != "false"),
     })
 }
 
@@ -549,12 +552,16 @@ mod tests {
             r#"instance_group [{ kind: KIND_GPU gpus: [1] }]
                parameters { key: "intra_op_thread_count" value { string_value: "3" } }
                parameters { key: "allow_cpu_fallback" value { string_value: "true" } }
-               parameters { key: "allow_spinning" value { string_value: "true" } }"#,
+               parameters { key: "allow_spinning" value { string_value: "true" } }
+               parameters { key: "enable_mem_arena" value { string_value: "0" } }"#,
         )
         .unwrap();
         let s = session_settings(&c, 8).unwrap();
         assert_eq!(s.intra_op_threads, 3);
         assert!(s.allow_spinning);
+        assert!(!s.mem_arena && s.mem_pattern, "Triton's names; on unless \"0\"");
+        let default = session_settings(&ModelConfig::default(), 8).unwrap();
+        assert!(default.mem_arena && default.mem_pattern);
         assert!(
             !session_settings(&ModelConfig::default(), 8).unwrap().allow_spinning,
             "off by default"
