@@ -64,7 +64,11 @@ pub(super) fn run_batch(executor: &mut dyn Executor, batch: Vec<Job>, shared: &S
     let cpu_before = crate::metrics::thread_cpu_time();
     let result = {
         let _running = Running::start(&shared.running);
-        executor.run(inputs)
+        if shared.warming.load(Ordering::Relaxed) {
+            executor.run_releasing(inputs)
+        } else {
+            executor.run(inputs)
+        }
     };
     let ran = Instant::now();
     let cpu = cpu_before

@@ -240,6 +240,9 @@ struct Shared {
     sequencer: Option<Mutex<Sequencer>>,
     /// Batches in the session run now (counted before replies go out).
     pub(super) running: AtomicUsize,
+    /// Mirrors `State::warming` for the executors: warm-up runs give their
+    /// memory back ([`Executor::run_releasing`]).
+    pub(super) warming: std::sync::atomic::AtomicBool,
 }
 
 type Reply = oneshot::Sender<Result<JobOutput>>;
@@ -336,6 +339,7 @@ impl BatchQueue {
                 policy,
                 sequencer: queue_policy.preserve_ordering.then(Mutex::default),
                 running: AtomicUsize::new(0),
+                warming: std::sync::atomic::AtomicBool::new(false),
                 queue_policy,
                 stats,
             }),
@@ -405,6 +409,7 @@ impl BatchQueue {
     /// the queue delay: warm-up and golden-set requests are all there is.
     pub fn set_warming(&self, warming: bool) {
         self.shared.state.lock().warming = warming;
+        self.shared.warming.store(warming, Ordering::Relaxed);
         self.shared.wake.notify_all();
     }
 

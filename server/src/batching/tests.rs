@@ -397,3 +397,52 @@ fn shadow_copies_have_their_own_deadline_and_are_not_counted_as_dropped() {
     let s = &h.stats;
     assert_eq!((s.timed_out.get(), s.cancelled.get(), s.rejected.get()), (0, 0, 0));
 }
+
+/// Records which run method each batch used.
+struct Recorder(Arc<parking_lot::Mutex<Vec<&'static str>>>);
+
+impl Executor for Recorder {
+    fn run(&mut self, inputs: Vec<BatchInput<'_>>) -> Result<Vec<Tensor>> {
+        self.0.lock().push("run");
+        Ok(echo(&inputs))
+    }
+    fn run_releasing(&mut self, inputs: Vec<BatchInput<'_>>) -> Result<Vec<Tensor>> {
+        self.0.lock().push("run_releasing");
+        Ok(echo(&inputs))
+    }
+}
+
+fn echo(inputs: &[BatchInput<'_>]) -> Vec<Tensor> {
+    vec![Tensor {
+        name: "y".into(),
+        datatype: DataType::Uint8,
+        shape: inputs[0].shape.clone(),
+        data: TensorData::Fixed(concat_fixed(&inputs[0].parts)),
+    }]
+}
+
+#[test]
+fn warm_up_runs_give_their_memory_back_and_traffic_runs_keep_it() {
+    let calls = Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let queue = BatchQueue::new(one_by_one(), QueuePolicy::single(8), Arc::new(VersionStats::default()));
+    queue
+        .spawn_executors("rec", vec![Box::new(Recorder(calls.clone()))])
+        .unwrap();
+    let submit = |v: u8| {
+        let (tx, rx) = oneshot::channel();
+        let input = Tensor {
+            name: "x".into(),
+            datatype: DataType::Uint8,
+            shape: vec![1, 1],
+            data: TensorData::Fixed(Bytes::copy_from_slice(&[v])),
+        };
+        queue.submit(Job::new(vec![input], 1, vec![1], Vec::new(), tx)).unwrap();
+        output(rx).unwrap()
+    };
+    queue.set_warming(true);
+    assert_eq!(submit(1), [1]);
+    queue.set_warming(false);
+    assert_eq!(submit(2), [2]);
+    assert_eq!(*calls.lock(), ["run_releasing", "run"]);
+    queue.close();
+}

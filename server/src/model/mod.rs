@@ -14,6 +14,13 @@ pub trait Executor: Send + 'static {
     /// Runs `inputs` (in model input order, each already batched) and returns
     /// every model output for the whole batch.
     fn run(&mut self, inputs: Vec<BatchInput<'_>>) -> Result<Vec<Tensor>>;
+
+    /// Runs like [`Executor::run`], then gives back the memory the runtime
+    /// kept from this run for later ones. Warm-up runs use it, so that an
+    /// idle version does not hold the peak of its largest warm-up batch.
+    fn run_releasing(&mut self, inputs: Vec<BatchInput<'_>>) -> Result<Vec<Tensor>> {
+        self.run(inputs)
+    }
 }
 
 /// One input of a batch: the parts of every request, to be concatenated

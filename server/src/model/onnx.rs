@@ -17,7 +17,7 @@ use ort::environment::Environment;
 use ort::ep::{self, ExecutionProvider};
 use ort::memory::Allocator;
 use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
-use ort::session::{Session, SessionInputValue};
+use ort::session::{RunOptions, Session, SessionInputValue};
 use ort::value::{DynTensor, DynTensorValueType, DynValue, TensorElementType, ValueType};
 
 use super::{BatchInput, Device, DeviceRequest, Executor, IoSpec, Loaded, SessionSettings, Signature};
@@ -266,20 +266,39 @@ struct OnnxExecutor {
     session: Session,
 }
 
-impl Executor for OnnxExecutor {
-    fn run(&mut self, inputs: Vec<BatchInput<'_>>) -> Result<Vec<Tensor>> {
+impl OnnxExecutor {
+    fn run_with(&mut self, inputs: Vec<BatchInput<'_>>, options: Option<&RunOptions>) -> Result<Vec<Tensor>> {
         let runtime = |e: ort::Error| Error::internal(format!("ONNX Runtime: {e}"));
         let mut feed: Vec<(String, SessionInputValue<'_>)> = Vec::with_capacity(inputs.len());
         for input in &inputs {
             let value = build_input(input).map_err(runtime)?;
             feed.push((input.name.to_string(), value.into()));
         }
-        let outputs = self.session.run(feed).map_err(runtime)?;
+        let outputs = match options {
+            Some(o) => self.session.run_with_options(feed, o),
+            None => self.session.run(feed),
+        }
+        .map_err(runtime)?;
         let mut result = Vec::with_capacity(outputs.len());
         for (name, value) in outputs.into_iter() {
             result.push(read_output(name, &value).map_err(runtime)?);
         }
         Ok(result)
+    }
+}
+
+impl Executor for OnnxExecutor {
+    fn run(&mut self, inputs: Vec<BatchInput<'_>>) -> Result<Vec<Tensor>> {
+        self.run_with(inputs, None)
+    }
+
+    fn run_releasing(&mut self, inputs: Vec<BatchInput<'_>>) -> Result<Vec<Tensor>> {
+        // ONNX Runtime frees the CPU arena's unused chunks at the end of this run.
+        let mut options = RunOptions::new().map_err(|e| Error::internal(format!("ONNX Runtime: {e}")))?;
+        options
+            .set("memory.enable_memory_arena_shrinkage", "cpu:0")
+            .map_err(|e| Error::internal(format!("ONNX Runtime: {e}")))?;
+        self.run_with(inputs, Some(&options))
     }
 }
 
