@@ -197,9 +197,6 @@ struct State {
     /// Arrival number of the next request.
     next_seq: u64,
     closed: bool,
-    /// Warm-up runs before publication: no traffic will fill a batch, so
-    /// batches run without the queue delay.
-    warming: bool,
     /// What the adaptive delay has learned of the arrivals.
     pace: policy::Pace,
 }
@@ -240,8 +237,10 @@ struct Shared {
     sequencer: Option<Mutex<Sequencer>>,
     /// Batches in the session run now (counted before replies go out).
     pub(super) running: AtomicUsize,
-    /// Mirrors `State::warming` for the executors: warm-up runs give their
-    /// memory back ([`Executor::run_releasing`]).
+    /// Warm-up runs before publication: no traffic will fill a batch, so
+    /// batches run without the queue delay, and they give their memory back
+    /// ([`Executor::run_releasing`]). Set under `state`'s lock, so a waiting
+    /// executor sees it when woken.
     pub(super) warming: std::sync::atomic::AtomicBool,
 }
 
@@ -327,7 +326,6 @@ impl BatchQueue {
                     shadows: 0,
                     next_seq: 0,
                     closed: false,
-                    warming: false,
                     pace: policy::Pace::default(),
                 }),
                 wake: Condvar::new(),
@@ -408,7 +406,7 @@ impl BatchQueue {
     /// While warming (before the version is published), batches run without
     /// the queue delay: warm-up and golden-set requests are all there is.
     pub fn set_warming(&self, warming: bool) {
-        self.shared.state.lock().warming = warming;
+        let _state = self.shared.state.lock();
         self.shared.warming.store(warming, Ordering::Relaxed);
         self.shared.wake.notify_all();
     }
@@ -427,7 +425,7 @@ impl BatchQueue {
             let now = Instant::now();
             self.drop_dead(&mut state, now);
             // Draining: no new request will come to fill a batch, so do not wait.
-            let policy = if state.closed || state.warming {
+            let policy = if state.closed || shared.warming.load(Ordering::Relaxed) {
                 &shared.drain_policy
             } else {
                 &shared.policy

@@ -150,12 +150,6 @@ pub enum Decision {
     WaitUntil(Instant),
 }
 
-/// Decides what to run next under [`Delay::Fixed`] rules (or with nothing
-/// learned yet).
-pub fn decide<P: Pending>(queue: &VecDeque<P>, policy: &BatchPolicy, now: Instant) -> Decision {
-    decide_paced(queue, policy, &Pace::default(), now).0
-}
-
 /// Decides what to run next, and whether a batch runs because arrivals
 /// paused (for [`Pace::observe`]).
 pub fn decide_paced<P: Pending>(
@@ -227,6 +221,11 @@ pub fn decide_paced<P: Pending>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The decision with nothing learned yet.
+    fn decide<P: Pending>(queue: &VecDeque<P>, policy: &BatchPolicy, now: Instant) -> Decision {
+        decide_paced(queue, policy, &Pace::default(), now).0
+    }
 
     struct P {
         rows: usize,
