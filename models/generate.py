@@ -121,6 +121,37 @@ def classifier():
     return model(graph)
 
 
+# The credit model's weights on its 8 features: it uses features 0, 2 and 5 only. Feature 7 is the applicant's group
+# (0 or 1), the protected attribute its fairness monitoring watches; the model never reads it.
+CREDIT_WEIGHTS = [2.0, 0.0, -1.5, 0.0, 0.0, 1.0, 0.0, 0.0]
+
+
+def credit():
+    """Logistic credit model: P(approve) = sigmoid(2 x0 - 1.5 x2 + x5 - 0.25), as softmax over [deny, approve]."""
+    w = np.zeros((8, 2), np.float32)
+    w[:, 1] = CREDIT_WEIGHTS
+    b = np.array([0.0, -0.25], np.float32)
+    nodes = [
+        helper.make_node("MatMul", ["features", "w"], ["xw"], name="matmul"),
+        helper.make_node("Add", ["xw", "b"], ["logits"], name="bias"),
+        helper.make_node("Softmax", ["logits"], ["probabilities"], name="softmax", axis=-1),
+    ]
+    inits = [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")]
+    f32 = TensorProto.FLOAT
+    graph = helper.make_graph(
+        nodes, "credit", [tensor("features", f32, [8])], [tensor("probabilities", f32, [2])], inits,
+        doc_string="Logistic model over features 0, 2 and 5 of 8; class 1 = approve.",
+    )
+    return model(graph)
+
+
+def credit_rows(rng, n):
+    """Applicants: features 0-6 ~ N(0, 1), feature 7 the group (0 or 1, half each)."""
+    rows = rng.standard_normal((n, 8)).astype(np.float32)
+    rows[:, 7] = rng.integers(0, 2, n).astype(np.float32)
+    return rows
+
+
 def mlp():
     rng = np.random.default_rng(2)
     nodes = [
@@ -283,6 +314,29 @@ def write_examples(repo):
     # Drift reference: what the classifier's traffic is expected to look like (features ~ N(0, 1)).
     write_profile(repo / "classifier/1", {"features": rng.standard_normal((5000, 16)).astype(np.float32)})
 
+
+    # Credit: a binary classifier with quality (ground-truth feedback) and fairness monitoring, and explanations.
+    extra = (
+        "dynamic_batching { max_queue_delay_microseconds: 100 }\n"
+        "instance_group [ { kind: KIND_CPU, count: 1 } ]\n"
+        'parameters { key: "intra_op_thread_count" value: { string_value: "1" } }\n'
+        "# Live quality from feedback (POST /v2/models/credit/feedback): alert below 80 % accuracy.\n"
+        'parameters { key: "quality.min_accuracy" value: { string_value: "0.8" } }\n'
+        "# Fairness: feature 7 is the applicant's group; class 1 (approve) is the favourable outcome.\n"
+        'parameters { key: "fairness.attribute" value: { string_value: "input:features[7]" } }\n'
+        'parameters { key: "fairness.favourable_class" value: { string_value: "1" } }\n'
+        'parameters { key: "fairness.privileged" value: { string_value: "1" } }\n'
+    )
+    write_config(repo / "credit/config.pbtxt", "credit", 32,
+                 [("features", "TYPE_FP32", [8])], [("probabilities", "TYPE_FP32", [2])], extra)
+    save(credit(), repo / "credit/1/model.onnx")
+    rng = np.random.default_rng(12)
+    write_golden(repo / "credit/1", [
+        ("row", {"features": credit_rows(rng, 1)}, "FP32"),
+        ("batch4", {"features": credit_rows(rng, 4)}, "FP32"),
+    ], tolerance={"absolute": 1e-5, "relative": 1e-4})
+    # The reference profile: drift's baseline and the explanations' reference point (its feature means).
+    write_profile(repo / "credit/1", {"features": credit_rows(rng, 5000)})
 
     # Optional inputs: with dynamic batching, requests carrying different inputs must never share a batch.
     write_config(repo / "optional/config.pbtxt", "optional", 8,

@@ -236,7 +236,7 @@ async fn metadata_config_statistics_and_versions() {
     assert!(all["model_stats"].as_array().unwrap().len() >= 4);
 
     let index = s.grpc.repository_index(true).await.unwrap();
-    assert_eq!(index.models.iter().filter(|m| m.state == "READY").count(), 5);
+    assert_eq!(index.models.iter().filter(|m| m.state == "READY").count(), 6);
 
     // Prometheus text on the metrics port.
     let metrics_client = switchyard_client::HttpClient::new(&format!("http://{}", s.server.metrics_addr)).unwrap();
