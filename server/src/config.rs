@@ -332,6 +332,19 @@ pub struct Config {
     /// writes every record at the cost of inference throughput.
     #[arg(long, env = "SWITCHYARD_PREDICTION_LOG_LOW_PRIORITY", default_value_t = true, action = clap::ArgAction::Set)]
     pub prediction_log_low_priority: bool,
+    /// Feedback: the store of recent predictions that ground-truth feedback
+    /// joins with (an embedded database file). Default: `feedback.redb` under
+    /// `--state-dir`; without either, kept in memory (lost on restart).
+    #[arg(long, env = "SWITCHYARD_FEEDBACK_STORE")]
+    pub feedback_store: Option<PathBuf>,
+    /// Feedback: predictions kept at most (the oldest go first).
+    #[arg(long, env = "SWITCHYARD_FEEDBACK_MAX_RECORDS", default_value_t = 1_000_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub feedback_max_records: u64,
+    /// Feedback: predictions older than this many seconds are dropped (default 7 days).
+    #[arg(long, env = "SWITCHYARD_FEEDBACK_RETENTION_SECS", default_value_t = 604_800,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub feedback_retention_secs: u64,
 
     /// Log format.
     #[arg(long, env = "SWITCHYARD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]

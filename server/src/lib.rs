@@ -39,6 +39,7 @@ pub mod model;
 pub mod net;
 pub mod otlp;
 pub mod predlog;
+pub mod quality;
 pub mod registry;
 pub mod repository;
 pub mod service;
@@ -320,6 +321,9 @@ impl Server {
             // 5. Records already taken are written before the process exits.
             let log = svc.prediction_log().clone();
             let _ = tokio::task::spawn_blocking(move || log.flush(Duration::from_secs(5))).await;
+            //    Predictions kept for feedback are synced to their store, which closes.
+            let svc = svc.clone();
+            let _ = tokio::task::spawn_blocking(move || svc.close_quality(Duration::from_secs(5))).await;
             drop(upkeep);
             result
         });

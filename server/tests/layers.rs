@@ -13,7 +13,7 @@ const LAYERS: &[&[&str]] = &[
     &["error", "util"],
     &["tensor", "metrics", "trace"],
     &["model", "net", "stats", "access", "traffic"],
-    &["repository", "drift", "predlog", "otlp"],
+    &["repository", "drift", "predlog", "otlp", "quality"],
     &["config", "batching"],
     &["registry"],
     &["admission"],

@@ -278,6 +278,24 @@ impl HttpClient {
         self.get_json(self.url(&["v2", "models", model, "shadow"])).await
     }
 
+    /// `POST /v2/models/{model}/feedback`: ground truth for earlier requests,
+    /// `{"id": ..., "label": ...}` or `{"feedback": [...]}`; the result per entry.
+    pub async fn feedback(&self, model: &str, body: &Value) -> Result<Value, ClientError> {
+        let url = self.url(&["v2", "models", model, "feedback"]);
+        let (_, body) = self.call(self.client.post(url).json(body)).await?;
+        parse_json(&body)
+    }
+
+    /// `GET /v2/models/{model}[/versions/{version}]/quality`: live quality and fairness.
+    pub async fn quality(&self, model: &str, version: Option<&str>) -> Result<Value, ClientError> {
+        self.get_json(self.model_url(model, version, &["quality"])).await
+    }
+
+    /// `GET /v2/models/{model}[/versions/{version}]/fairness`: the fairness figures per group.
+    pub async fn fairness(&self, model: &str, version: Option<&str>) -> Result<Value, ClientError> {
+        self.get_json(self.model_url(model, version, &["fairness"])).await
+    }
+
     /// `PUT /v2/models/{model}/traffic`: overrides the traffic policy with
     /// `policy` (the structure of `traffic.yaml`, as JSON).
     pub async fn set_traffic(&self, model: &str, policy: &Value) -> Result<Value, ClientError> {

@@ -97,7 +97,9 @@ impl Group {
 /// `model-repository` like load and unload, and so is the traffic policy
 /// (read and override); drift and shadow reports describe the traffic a
 /// model has served, so they are `statistics` (not `metadata`, which
-/// describes the model itself).
+/// describes the model itself), and so are the quality and fairness reports;
+/// ground-truth feedback comes from the applications that call the model,
+/// so it is `inference`.
 pub fn http_group(route: &str) -> Option<Group> {
     let tail = route
         .strip_prefix("/v2/models/{model}/versions/{version}")
@@ -107,8 +109,8 @@ pub fn http_group(route: &str) -> Option<Group> {
             "" => Some(Group::Metadata),
             "/ready" => Some(Group::Health),
             "/config" => Some(Group::ModelConfig),
-            "/stats" | "/drift" | "/shadow" => Some(Group::Statistics),
-            "/infer" => Some(Group::Inference),
+            "/stats" | "/drift" | "/shadow" | "/quality" | "/fairness" => Some(Group::Statistics),
+            "/infer" | "/feedback" => Some(Group::Inference),
             "/labels" | "/labels/{label}" | "/default" | "/rollback" | "/traffic" => Some(Group::ModelRepository),
             "/trace/setting" => Some(Group::Trace),
             _ => None,
@@ -565,6 +567,9 @@ mod tests {
             "/v2/models/{model}/rollback",
             "/v2/models/{model}/traffic",
             "/v2/models/{model}/shadow",
+            "/v2/models/{model}/feedback",
+            "/v2/models/{model}/quality",
+            "/v2/models/{model}/versions/{version}/fairness",
             "/v2/models/{model}/trace/setting",
             "/v2/trace/setting",
             "/v2/logging",
@@ -576,6 +581,8 @@ mod tests {
         assert_eq!(http_group("/v2/cudasharedmemory/status"), Some(Group::SharedMemory));
         assert_eq!(http_group("/v2/models/{model}/trace/setting"), Some(Group::Trace));
         assert_eq!(http_group("/v2/health/live"), Some(Group::Health));
+        assert_eq!(http_group("/v2/models/{model}/feedback"), Some(Group::Inference));
+        assert_eq!(http_group("/v2/models/{model}/quality"), Some(Group::Statistics));
         assert_eq!(http_group("/v2/models/{model}/drift"), Some(Group::Statistics));
         assert_eq!(http_group("/v2/models/{model}/rollback"), Some(Group::ModelRepository));
         assert_eq!(grpc_group("/grpc.health.v1.Health/Check"), Some(Group::Health));

@@ -3,6 +3,7 @@
 
 pub mod codec;
 mod extensions;
+pub mod quality;
 
 use std::time::Instant;
 
@@ -109,6 +110,7 @@ pub fn router(service: Service, max_body: usize, admin: bool) -> Router {
         .route("/v2/models/{model}/rollback", post(rollback))
         .route("/v2/models/{model}/shadow", get(shadow))
         .merge(extensions::routes())
+        .merge(quality::routes())
         // After routing (the route decides the group); unknown paths stay 404.
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), restrict))
         .fallback(|| async { Error::not_found("no such endpoint") })

@@ -127,6 +127,7 @@ pub fn build_version(
         log_policy: ModelLogPolicy::from_config(&config)
             .map_err(|e| at(FailureKind::Config)(format!("prediction_log: {e}")))?,
         drift: None,
+        quality: None,
         warning: None,
         metrics: VersionMetrics::new(name, &version_label),
         version_label,

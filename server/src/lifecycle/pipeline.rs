@@ -16,6 +16,7 @@ use super::{build, golden, warmup};
 use crate::drift::{DriftSettings, Profile, VersionDrift};
 use crate::metrics::ModelState;
 use crate::model::Backend;
+use crate::quality::{QualitySettings, VersionQuality};
 use crate::registry::VersionHandle;
 use crate::repository::{self, ModelSource, Repository};
 use crate::util::Background;
@@ -183,11 +184,26 @@ impl Pipeline {
             None => golden::Report::default(),
         };
         handle.drift = drift_monitor(&handle, (&source.repo, &version_dir), set.as_ref())?;
+        let settings = QualitySettings::from_config(&handle.config, &shapes(&handle.inputs), &shapes(&handle.outputs))
+            .map_err(|e| LoadFailure::new(FailureKind::Config, format!("quality: {e}")))?;
+        handle.quality = settings.map(|s| {
+            Arc::new(VersionQuality::new(
+                &handle.model,
+                &handle.version_label,
+                s,
+                handle.max_batch_size > 0,
+            ))
+        });
         let elapsed = started.elapsed();
         crate::metrics::load_duration(&name, &version.to_string(), elapsed.as_secs_f64());
         tracing::debug!(model = %name, version, ?elapsed, "built, warmed up, validated");
         Ok((Box::new(handle), report))
     }
+}
+
+/// Names and dims of tensors, as the quality settings read them.
+fn shapes(specs: &[crate::registry::TensorSpec]) -> Vec<(&str, &[i64])> {
+    specs.iter().map(|s| (s.name.as_str(), s.dims.as_slice())).collect()
 }
 
 fn task_failed(e: tokio::task::JoinError) -> LoadFailure {

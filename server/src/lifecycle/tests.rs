@@ -286,6 +286,7 @@ async fn only_observers_that_ask_get_the_tensors() {
         trace: None,
         parent: None,
         traffic: crate::metrics::Traffic::Production,
+        group: None,
     };
     let inputs = vec![Tensor::zeros("IN", DataType::Fp32, vec![1, 2])];
     notify(&observers, &wanted, &done, Some(inputs));

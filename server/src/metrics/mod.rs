@@ -11,6 +11,7 @@
 
 pub mod handles;
 pub mod names;
+pub mod quality;
 pub mod shadow;
 
 pub use handles::*;

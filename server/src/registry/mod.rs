@@ -95,6 +95,8 @@ pub struct VersionHandle {
     pub log_policy: Option<ModelLogPolicy>,
     /// Drift monitor (`drift.*` parameters or a shipped reference profile), if on.
     pub drift: Option<Arc<VersionDrift>>,
+    /// Quality and fairness monitoring (`quality.*` / `fairness.*` parameters), if on.
+    pub quality: Option<Arc<crate::quality::VersionQuality>>,
     /// Why the version serves in a lesser state (a synthetic warm-up that
     /// failed); shown as the repository index's `reason`.
     pub warning: Option<String>,

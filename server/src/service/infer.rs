@@ -21,20 +21,23 @@ use crate::traffic::TrafficPolicy;
 fn sticky_key(policy: &TrafficPolicy, request: &InferRequest) -> Option<String> {
     policy.key_of(
         |h| request.headers.as_ref()?.get(h)?.to_str().ok(),
-        |name| {
-            request
-                .parameters
-                .iter()
-                .find(|(k, _)| k == name)
-                .and_then(|(_, v)| match v {
-                    Param::Str(s) => Some(s.clone()),
-                    Param::Int(i) => Some(i.to_string()),
-                    Param::Uint(u) => Some(u.to_string()),
-                    Param::Bool(b) => Some(b.to_string()),
-                    Param::Double(_) => None,
-                })
-        },
+        |name| parameter_text(request, name),
     )
+}
+
+/// A request parameter's value as text (string, integer or boolean).
+fn parameter_text(request: &InferRequest, name: &str) -> Option<String> {
+    request
+        .parameters
+        .iter()
+        .find(|(k, _)| k == name)
+        .and_then(|(_, v)| match v {
+            Param::Str(s) => Some(s.clone()),
+            Param::Int(i) => Some(i.to_string()),
+            Param::Uint(u) => Some(u.to_string()),
+            Param::Bool(b) => Some(b.to_string()),
+            Param::Double(_) => None,
+        })
 }
 
 impl Service {
@@ -69,6 +72,14 @@ impl Service {
         let observers = &self.inner.observers;
         let wanted: Vec<bool> = observers.iter().map(|o| o.wants_payload(&handle)).collect();
         let inputs = wanted.contains(&true).then(|| request.inputs.clone());
+        let mut group = None;
+        if let Some(q) = &handle.quality {
+            // Feedback names the request by its id: one is made when the client sent none (and answered).
+            if request.id.is_empty() {
+                request.id = crate::util::hex(&fastrand::u128(..).to_le_bytes());
+            }
+            group = q.group_parameter().and_then(|name| parameter_text(&request, name));
+        }
         let mirror = self.plan_shadow(&request, &handle);
         let (id, received, parent) = (request.id.clone(), request.received, request.trace);
         // A mirrored pair's records share one id: the request's, or one made for it.
@@ -100,6 +111,7 @@ impl Service {
             trace,
             parent,
             traffic,
+            group,
         };
         observe::notify(observers, &wanted, &done, inputs);
         result

@@ -9,11 +9,14 @@
 //!   the deploy pipeline's operations.
 //! - [`shadow`]: mirroring to the traffic policy's shadow, comparison, report
 //!   and promotion gate.
+//! - [`quality`]: ground-truth feedback, live quality and fairness reports.
 
 pub mod control;
 pub mod infer;
 pub mod observe;
+pub mod quality;
 pub mod shadow;
+mod traffic;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -36,6 +39,7 @@ use crate::repository;
 use crate::tensor::{DataType, Tensor};
 use crate::trace::TraceContext;
 pub use control::{LoadParam, TrafficView, load_config};
+pub use traffic::traffic_of;
 
 /// Extensions advertised in server metadata.
 pub const EXTENSIONS: &[&str] = &[
@@ -197,6 +201,8 @@ struct Inner {
     observers: Vec<Box<dyn observe::Observer>>,
     /// Shadow experiments, per model.
     mirror: shadow::Mirror,
+    /// Predictions kept for feedback, live quality and fairness.
+    quality: Arc<crate::quality::Monitor>,
     /// Written by the control plane once start-up loading is done, read by health checks.
     ready: AtomicBool,
     /// Written once at the start of shutdown, read by health checks.
@@ -282,16 +288,20 @@ impl Service {
             None => crate::otlp::Exporter::disabled(),
         };
         let deployer = Deployer::new(settings, audit, backend);
+        let quality =
+            Arc::new(crate::quality::Monitor::start(quality::store_settings(config)).map_err(anyhow::Error::msg)?);
         let observers: Vec<Box<dyn observe::Observer>> = vec![
             Box::new(observe::Statistics),
             Box::new(observe::Spans(otlp.clone())),
             Box::new(observe::Drift),
             Box::new(observe::Predictions(predictions.clone())),
+            Box::new(observe::Quality(quality.clone())),
         ];
         Ok(Service {
             inner: Arc::new(Inner {
                 observers,
                 mirror: shadow::Mirror::default(),
+                quality,
                 predictions,
                 otlp,
                 shadow_header: config.shadow_header.to_ascii_lowercase(),
@@ -509,73 +519,4 @@ fn version_statistics(h: &VersionHandle) -> ModelStatistics {
     s.properties
         .insert("shadow_fail_count".into(), h.stats.shadow_fail.count().to_string());
     s
-}
-
-/// Whether a request is mirrored traffic: its Host / `:authority` host part
-/// ends in `-shadow` (before any `:port`, case-insensitive), or it carries the
-/// `--shadow-header` with a value other than empty, `0` or `false`. The
-/// frontends pass the two strings; this is the one place that decides.
-pub fn traffic_of(host: Option<&str>, shadow_header: Option<&str>) -> Traffic {
-    let marked = shadow_header.is_some_and(|v| {
-        let v = v.trim();
-        !(v.is_empty() || v == "0" || v.eq_ignore_ascii_case("false"))
-    });
-    let shadow_host = host.is_some_and(|h| {
-        let h = h.trim();
-        // `[v6]:port` or `[v6]`: an address literal, never a shadow name.
-        let name = if h.starts_with('[') {
-            ""
-        } else {
-            h.rsplit_once(':')
-                .filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
-                .map_or(h, |(name, _)| name)
-        };
-        let name = name.strip_suffix('.').unwrap_or(name);
-        name.len() >= 7 && name[name.len() - 7..].eq_ignore_ascii_case("-shadow")
-    });
-    if marked || shadow_host {
-        Traffic::Shadow
-    } else {
-        Traffic::Production
-    }
-}
-
-#[cfg(test)]
-mod traffic_tests {
-    use super::{Traffic, traffic_of};
-
-    #[test]
-    fn host_names_ending_in_shadow_are_mirrored() {
-        let shadow = |h: &str| traffic_of(Some(h), None) == Traffic::Shadow;
-        assert!(shadow("model-shadow"));
-        assert!(shadow("model-shadow:8000"));
-        assert!(shadow("Model-SHADOW:8000"));
-        assert!(shadow("svc.ns-shadow"));
-        assert!(shadow("model-shadow."));
-        assert!(!shadow("model"));
-        assert!(!shadow("model:8000"));
-        assert!(!shadow("shadow"));
-        assert!(!shadow("model-shadow.example.com"));
-        assert!(!shadow("model-shadowed:8000"));
-        assert!(!shadow("[::1]:8000"));
-        assert!(!shadow("[::1]"));
-        assert!(!shadow("127.0.0.1:8000"));
-        assert!(!shadow(""));
-        assert_eq!(traffic_of(None, None), Traffic::Production);
-    }
-
-    #[test]
-    fn the_header_marks_unless_empty_zero_or_false() {
-        let shadow = |v: &str| traffic_of(Some("localhost:8000"), Some(v)) == Traffic::Shadow;
-        assert!(shadow("1"));
-        assert!(shadow("true"));
-        assert!(shadow("yes"));
-        assert!(shadow("mirror"));
-        assert!(!shadow(""));
-        assert!(!shadow(" "));
-        assert!(!shadow("0"));
-        assert!(!shadow("false"));
-        assert!(!shadow("FALSE"));
-        assert!(traffic_of(Some("a-shadow"), Some("0")) == Traffic::Shadow);
-    }
 }

@@ -40,6 +40,8 @@ pub struct Finished<'a> {
     pub parent: Option<TraceContext>,
     /// Production, or a mirrored copy.
     pub traffic: Traffic,
+    /// The request's fairness group, when its version reads it from a request parameter.
+    pub group: Option<String>,
 }
 
 /// The tensors of a finished request, for an observer that asked for them.
@@ -218,6 +220,45 @@ impl Observer for Predictions {
                 traffic: done.traffic,
             },
         );
+    }
+}
+
+/// Quality and fairness: the version's predictions go to the quality worker
+/// (joined with feedback later; counted per group). A shadow copy is kept
+/// whenever its primary was, so both versions can be judged on the same ids.
+pub struct Quality(pub std::sync::Arc<crate::quality::Monitor>);
+
+impl std::fmt::Debug for Quality {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Quality")
+    }
+}
+
+impl Observer for Quality {
+    fn wants_payload(&self, handle: &VersionHandle) -> bool {
+        handle.quality.as_ref().is_some_and(|q| q.sample())
+    }
+
+    fn wants_linked(&self, handle: &VersionHandle, primary_wanted: bool) -> bool {
+        primary_wanted && handle.quality.is_some()
+    }
+
+    fn observe(&self, done: &Finished<'_>, payload: Option<Payload>) {
+        let (Some(q), Some(p), Ok(_)) = (&done.handle.quality, payload, done.result) else {
+            return;
+        };
+        if done.id.is_empty() {
+            return;
+        }
+        let inputs = if q.needs_inputs() { p.inputs } else { Vec::new() };
+        self.0.submit(crate::quality::monitor::Observation {
+            quality: q.clone(),
+            id: done.id.to_string(),
+            shadow: done.traffic == Traffic::Shadow,
+            outputs: p.outputs,
+            inputs,
+            group: done.group.clone(),
+        });
     }
 }
 

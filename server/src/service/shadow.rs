@@ -299,6 +299,7 @@ impl Service {
             trace: None,
             parent: None,
             traffic: Traffic::Shadow,
+            group: None,
         };
         observe::notify(observers, &wanted, &done, kept);
         let pair = Pair {
