@@ -97,14 +97,14 @@ impl Group {
 /// `model-repository` like load and unload, and so is the traffic policy
 /// (read and override); drift and shadow reports describe the traffic a
 /// model has served, so they are `statistics` (not `metadata`, which
-/// describes the model itself).
+/// describes the model itself, as its model card does).
 pub fn http_group(route: &str) -> Option<Group> {
     let tail = route
         .strip_prefix("/v2/models/{model}/versions/{version}")
         .or_else(|| route.strip_prefix("/v2/models/{model}"));
     if let Some(tail) = tail {
         return match tail {
-            "" => Some(Group::Metadata),
+            "" | "/card" => Some(Group::Metadata),
             "/ready" => Some(Group::Health),
             "/config" => Some(Group::ModelConfig),
             "/stats" | "/drift" | "/shadow" => Some(Group::Statistics),
@@ -578,6 +578,7 @@ mod tests {
         assert_eq!(http_group("/v2/health/live"), Some(Group::Health));
         assert_eq!(http_group("/v2/models/{model}/drift"), Some(Group::Statistics));
         assert_eq!(http_group("/v2/models/{model}/rollback"), Some(Group::ModelRepository));
+        assert_eq!(http_group("/v2/models/{model}/card"), Some(Group::Metadata));
         assert_eq!(grpc_group("/grpc.health.v1.Health/Check"), Some(Group::Health));
         assert_eq!(
             grpc_group("/inference.GRPCInferenceService/ModelStreamInfer"),
