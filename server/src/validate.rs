@@ -3,7 +3,8 @@
 //! before it reaches a server. For every model (or those named): the config
 //! parses, every selected version loads in ONNX Runtime, config and model
 //! agree, warm-up runs, the golden set and latency budget pass, and
-//! `traffic.yaml` (if any) parses and names selected versions. Prints a
+//! `traffic.yaml` (if any) parses and names selected versions, and the model
+//! card (if any; required with `--require-model-card`) parses. Prints a
 //! report; exits non-zero when anything fails.
 
 use std::path::PathBuf;
@@ -14,7 +15,7 @@ use clap::Parser;
 use crate::lifecycle::audit::{Actor, Audit};
 use crate::lifecycle::{Deployer, LoadSettings};
 use crate::model::onnx::OnnxBackend;
-use crate::repository;
+use crate::repository::{self, card};
 
 /// Checks a model repository offline.
 #[derive(Debug, Clone, Parser)]
@@ -38,6 +39,10 @@ pub struct ValidateArgs {
     /// Synthetic warm-up for models without `model_warmup`.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub model_warmup: bool,
+    /// Fail models without a model card (`model_card.md` or `model_card.json`);
+    /// an invalid card fails without this flag too.
+    #[arg(long, env = "SWITCHYARD_REQUIRE_MODEL_CARD")]
+    pub require_model_card: bool,
 }
 
 /// One model's outcome.
@@ -96,10 +101,18 @@ pub async fn check(args: &ValidateArgs) -> anyhow::Result<Vec<ModelReport>> {
         match deployer.load(&repo, &name, None, &actor).await {
             Ok(r) => {
                 report.passed = r.loaded.iter().map(|(v, d)| format!("version {v}: {d}")).collect();
-                if let Some(entry) = deployer.registry().get(&name)
-                    && let Some((policy, _)) = entry.traffic()
-                {
+                let entry = deployer.registry().get(&name);
+                if let Some((policy, _)) = entry.as_ref().and_then(|e| e.traffic()) {
                     report.passed.push(format!("traffic.yaml: {}", policy.to_json()));
+                }
+                match entry.as_ref().and_then(|e| e.card.as_ref()) {
+                    Some(card) => report.passed.push(card_line(card)),
+                    None if args.require_model_card => report.failures.push(format!(
+                        "no model card: add {} or {} beside the versions (--require-model-card)",
+                        card::CARD_MARKDOWN,
+                        card::CARD_JSON
+                    )),
+                    None => {}
                 }
             }
             Err(e) => report.failures.push(e.message),
@@ -107,6 +120,27 @@ pub async fn check(args: &ValidateArgs) -> anyhow::Result<Vec<ModelReport>> {
         reports.push(report);
     }
     Ok(reports)
+}
+
+/// The report's line for a valid card: file, digest, sections, and the
+/// recommended sections it lacks.
+fn card_line(card: &card::ModelCard) -> String {
+    let present = card.present();
+    let mut line = format!(
+        "model_card: {} sha256 {}, sections {}",
+        card.file,
+        card.sha256,
+        if present.is_empty() {
+            "none".to_string()
+        } else {
+            present.join(", ")
+        }
+    );
+    let missing = card.missing();
+    if !missing.is_empty() {
+        line.push_str(&format!("; missing recommended sections: {}", missing.join(", ")));
+    }
+    line
 }
 
 /// Runs `switchyard validate` with `argv` (starting at `validate`); prints the

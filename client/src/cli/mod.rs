@@ -115,6 +115,14 @@ pub enum Command {
         /// Model name.
         model: String,
     },
+    /// Switchyard (HTTP): print a model's card as JSON (`--text`: the card file as written).
+    Card {
+        /// Model name.
+        model: String,
+        /// Print the card's file (Markdown or JSON) instead of the parsed card.
+        #[arg(long)]
+        text: bool,
+    },
     /// Switchyard (HTTP, admin): point a label at a loaded version (`--delete` removes it).
     Label {
         /// Model name.
@@ -234,6 +242,16 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         // The load generator opens its own connections.
         Command::Perf(args) => perf::run(protocol, url, o, args).await,
         Command::Labels { model } => print_json(admin_client(url, None, o)?.labels(&model).await?),
+        Command::Card { model, text } => {
+            let card = admin_client(url, None, o)?.model_card(&model).await?;
+            match (text, card["content"].as_str()) {
+                (true, Some(content)) => {
+                    print!("{content}");
+                    Ok(ExitCode::SUCCESS)
+                }
+                _ => print_json(card),
+            }
+        }
         Command::Label {
             model,
             label,

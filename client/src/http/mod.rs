@@ -267,6 +267,12 @@ impl HttpClient {
         parse_json(&body)
     }
 
+    /// `GET /v2/models/{model}/card`: the model card (format, digest, title,
+    /// sections, owners, missing sections and the file's text).
+    pub async fn model_card(&self, model: &str) -> Result<Value, ClientError> {
+        self.get_json(self.url(&["v2", "models", model, "card"])).await
+    }
+
     /// `GET /v2/models/{model}/traffic`: the effective traffic policy and its
     /// source (`file`, `override` or `none`).
     pub async fn traffic(&self, model: &str) -> Result<Value, ClientError> {

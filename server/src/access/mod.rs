@@ -97,7 +97,7 @@ impl Group {
 /// `model-repository` like load and unload, and so is the traffic policy
 /// (read and override); drift and shadow reports describe the traffic a
 /// model has served, so they are `statistics` (not `metadata`, which
-/// describes the model itself), and so are the quality and fairness reports;
+/// describes the model itself, as its model card does), and so are the quality and fairness reports;
 /// ground-truth feedback comes from the applications that call the model,
 /// so it is `inference`.
 pub fn http_group(route: &str) -> Option<Group> {
@@ -106,7 +106,7 @@ pub fn http_group(route: &str) -> Option<Group> {
         .or_else(|| route.strip_prefix("/v2/models/{model}"));
     if let Some(tail) = tail {
         return match tail {
-            "" => Some(Group::Metadata),
+            "" | "/card" => Some(Group::Metadata),
             "/ready" => Some(Group::Health),
             "/config" => Some(Group::ModelConfig),
             "/stats" | "/drift" | "/shadow" | "/quality" | "/fairness" => Some(Group::Statistics),
@@ -585,6 +585,7 @@ mod tests {
         assert_eq!(http_group("/v2/models/{model}/quality"), Some(Group::Statistics));
         assert_eq!(http_group("/v2/models/{model}/drift"), Some(Group::Statistics));
         assert_eq!(http_group("/v2/models/{model}/rollback"), Some(Group::ModelRepository));
+        assert_eq!(http_group("/v2/models/{model}/card"), Some(Group::Metadata));
         assert_eq!(grpc_group("/grpc.health.v1.Health/Check"), Some(Group::Health));
         assert_eq!(
             grpc_group("/inference.GRPCInferenceService/ModelStreamInfer"),

@@ -1,6 +1,7 @@
 //! The HTTP frontend (KServe V2 REST with Triton's extensions). Handlers
 //! decode, call the service, encode — nothing else.
 
+mod card;
 pub mod codec;
 mod extensions;
 pub mod quality;
@@ -111,6 +112,7 @@ pub fn router(service: Service, max_body: usize, admin: bool) -> Router {
         .route("/v2/models/{model}/shadow", get(shadow))
         .merge(extensions::routes())
         .merge(quality::routes())
+        .merge(card::routes())
         // After routing (the route decides the group); unknown paths stay 404.
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), restrict))
         .fallback(|| async { Error::not_found("no such endpoint") })

@@ -24,14 +24,15 @@ pub struct Record<'a> {
     /// Peer address, when over the network.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub peer: Option<&'a str>,
-    /// `load`, `unload`, `promote`, `label`, `rollback`, `auto_rollback`, `validation_failed`, `denied`.
+    /// `load`, `unload`, `promote`, `label`, `rollback`, `auto_rollback`, `validation_failed`,
+    /// `traffic`, `model_card`, `denied`.
     pub action: &'a str,
     /// Model.
     pub model: &'a str,
     /// Version, when one is concerned.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub version: Option<&'a str>,
-    /// SHA-256 of the version's model file.
+    /// SHA-256 of the version's model file (`model_card`: of the card's file).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub digest: Option<&'a str>,
     /// `ok` or `failed`.

@@ -196,6 +196,7 @@ impl Deployer {
         }
         self.promote_if_changed(name, old.as_deref(), &mut entry, actor);
         let traffic_error = self.apply_traffic_file(name, &source, &mut entry, &mut notes, actor);
+        let card_error = super::card::apply_card_file(&self.audit, name, &source, &mut entry, &mut notes, actor);
         if old.is_none() {
             self.restore_state(name, &mut entry);
         }
@@ -207,8 +208,9 @@ impl Deployer {
         }
         self.registry.publish(name, Some(entry));
         self.registry.note(name, notes);
-        if let (true, Some(e)) = (report.failed.is_empty(), traffic_error) {
-            Err(Error::invalid(format!("model '{name}': {e}")))
+        let file_errors: Vec<String> = traffic_error.into_iter().chain(card_error).collect();
+        if report.failed.is_empty() && !file_errors.is_empty() {
+            Err(Error::invalid(format!("model '{name}': {}", file_errors.join("; "))))
         } else if report.failed.is_empty() {
             Ok(report)
         } else {

@@ -15,12 +15,14 @@
 //!   budget: the gate a version must pass before promotion, and the offline
 //!   `switchyard validate` check.
 //! - [`audit`]: the append-only JSONL record of every control action.
+//! - [`card`]: the model card taken into the entry on load, audited when it changes.
 //!
 //! The per-version error and latency counts the rollback watches live with
 //! the version, in `registry::window`.
 
 pub mod audit;
 pub mod build;
+pub mod card;
 pub mod deploy;
 pub mod failure;
 pub mod golden;

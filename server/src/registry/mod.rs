@@ -139,6 +139,8 @@ pub struct ModelEntry {
     pub traffic_file: Option<TrafficPolicy>,
     /// The policy set through the admin API: wins over the file until cleared.
     pub traffic_override: Option<TrafficPolicy>,
+    /// The model card (`model_card.md` / `.json`), if the model has a valid one.
+    pub card: Option<Arc<repository::card::ModelCard>>,
 }
 
 impl ModelEntry {

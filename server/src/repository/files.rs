@@ -16,6 +16,8 @@ use std::sync::Arc;
 
 /// Largest `config.pbtxt` read.
 pub const MAX_CONFIG_BYTES: u64 = 4 << 20;
+/// Largest model card (`model_card.md` / `model_card.json`) read.
+pub const MAX_CARD_BYTES: u64 = 1 << 20;
 /// Largest golden-set case, budget, drift profile or warm-up data file read.
 pub const MAX_SIDE_FILE_BYTES: u64 = 256 << 20;
 /// Default limit of one model file (`--max-model-file-bytes`).

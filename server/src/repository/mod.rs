@@ -3,6 +3,7 @@
 //! served under `--model-name` (see [`layout`]). This module reads the file
 //! system; it decides nothing about serving.
 
+pub mod card;
 pub mod config;
 pub mod files;
 pub mod layout;
@@ -37,13 +38,17 @@ pub struct ModelSource {
     /// The model file lies in `dir` itself (one model's files without a
     /// version directory, served as version 1).
     pub flat: bool,
-    /// Changes whenever the config, the traffic policy or any selected model
-    /// file changes (for polling).
+    /// Changes whenever the config, the traffic policy, the model card or
+    /// any selected model file changes (for polling).
     pub fingerprint: String,
     /// `<model>/traffic.yaml`: `Ok(None)` when there is none, `Err` (naming
     /// the file and the field) when it is invalid. An invalid policy does
     /// not stop the versions from loading; the previous policy keeps serving.
     pub traffic: std::result::Result<Option<TrafficPolicy>, String>,
+    /// `<model>/model_card.md` or `.json` ([`card`]): `Ok(None)` when there
+    /// is none, `Err` (naming the file and the field) when it is invalid; an
+    /// invalid card does not stop the versions from loading either.
+    pub card: std::result::Result<Option<std::sync::Arc<card::ModelCard>>, String>,
 }
 
 /// Refuses names that could escape the repository or hide files.
@@ -159,6 +164,7 @@ pub fn read_model(repo: &Repository, name: &str, override_config: Option<ModelCo
         versions.push((v, file));
     }
     let traffic = read_traffic(repo, &dir, &versions, &mut fingerprint);
+    let card = card::read_card(repo, &dir, &mut fingerprint).map(|c| c.map(std::sync::Arc::new));
     Ok(ModelSource {
         repo: repo.clone(),
         name: name.to_string(),
@@ -168,6 +174,7 @@ pub fn read_model(repo: &Repository, name: &str, override_config: Option<ModelCo
         flat,
         fingerprint,
         traffic,
+        card,
     })
 }
 

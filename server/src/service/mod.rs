@@ -7,10 +7,12 @@
 //!   prediction log), behind one small trait.
 //! - [`control`]: load parameters, explicit mode, admin authorization, and
 //!   the deploy pipeline's operations.
+//! - [`card`]: model cards and their summary in metadata.
 //! - [`shadow`]: mirroring to the traffic policy's shadow, comparison, report
 //!   and promotion gate.
 //! - [`quality`]: ground-truth feedback, live quality and fairness reports.
 
+pub mod card;
 pub mod control;
 pub mod infer;
 pub mod observe;
@@ -432,6 +434,7 @@ impl Service {
                     p.push(("traffic_policy".into(), policy.to_json()));
                     p.push(("traffic_source".into(), source.into()));
                 }
+                p.extend(card::properties(&entry));
                 p
             },
         })
