@@ -2,6 +2,7 @@
 //! decode, call the service, encode — nothing else.
 
 pub mod codec;
+mod explain;
 mod extensions;
 
 use std::time::Instant;
@@ -109,6 +110,7 @@ pub fn router(service: Service, max_body: usize, admin: bool) -> Router {
         .route("/v2/models/{model}/rollback", post(rollback))
         .route("/v2/models/{model}/shadow", get(shadow))
         .merge(extensions::routes())
+        .merge(explain::routes())
         // After routing (the route decides the group); unknown paths stay 404.
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), restrict))
         .fallback(|| async { Error::not_found("no such endpoint") })

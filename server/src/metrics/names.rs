@@ -244,6 +244,7 @@ pub(super) fn describe_all(triton_names: bool) {
     describe_counter!(OTLP_DROPPED, "Trace spans not exported: queue_full or export_failed.");
     describe_counter!(OTLP_EXPORTED, "Trace spans exported over OTLP.");
     super::shadow::describe();
+    super::explain::describe();
     if triton_names {
         use triton::*;
         describe_counter!(

@@ -9,8 +9,11 @@
 //!   the deploy pipeline's operations.
 //! - [`shadow`]: mirroring to the traffic policy's shadow, comparison, report
 //!   and promotion gate.
+//! - [`explain`]: attributions of one row, its perturbed rows run as
+//!   background work on the version's queue.
 
 pub mod control;
+pub mod explain;
 pub mod infer;
 pub mod observe;
 pub mod shadow;
@@ -197,6 +200,8 @@ struct Inner {
     observers: Vec<Box<dyn observe::Observer>>,
     /// Shadow experiments, per model.
     mirror: shadow::Mirror,
+    /// The bound on concurrent explanations.
+    explanations: explain::Explanations,
     /// Written by the control plane once start-up loading is done, read by health checks.
     ready: AtomicBool,
     /// Written once at the start of shutdown, read by health checks.
@@ -292,6 +297,7 @@ impl Service {
             inner: Arc::new(Inner {
                 observers,
                 mirror: shadow::Mirror::default(),
+                explanations: explain::Explanations::default(),
                 predictions,
                 otlp,
                 shadow_header: config.shadow_header.to_ascii_lowercase(),
