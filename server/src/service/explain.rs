@@ -262,7 +262,8 @@ impl Service {
         if x.is_empty() {
             return Err(Error::invalid(format!("input '{}' has no elements", input.name)).into());
         }
-        let reference = reference_means(handle, &input.name, input.datatype, x.len())?;
+        let reference = reference_means(handle, &input.name, input.datatype, x.len())
+            .map_err(|e| Refusal::new("no_reference", e))?;
         let seed = settings.seed.unwrap_or_else(|| fastrand::u64(..));
         let plan = Plan::new(settings.method, x, reference, settings.budget, seed).map_err(|needed| {
             Refusal::new(
