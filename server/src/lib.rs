@@ -24,6 +24,8 @@
 //! Dependencies point one way: frontends → service → {admission, lifecycle,
 //! registry} → batching → model.
 //! - `stats` (Triton's ModelStatistics) and `metrics` (Prometheus) observe it all.
+//! - `explain` is pure: attribution methods over an evaluation closure; the
+//!   service runs their rows through the version's queue as background work.
 
 pub mod access;
 pub mod admission;
@@ -31,6 +33,7 @@ pub mod batching;
 pub mod config;
 pub mod drift;
 pub mod error;
+pub mod explain;
 pub mod grpc;
 pub mod http;
 pub mod lifecycle;

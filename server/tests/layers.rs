@@ -10,7 +10,7 @@ use std::path::Path;
 /// Top-level modules by layer, lowest first. A module may use only modules
 /// of lower layers. A new module gets a row here.
 const LAYERS: &[&[&str]] = &[
-    &["error", "util"],
+    &["error", "util", "explain"],
     &["tensor", "metrics", "trace"],
     &["model", "net", "stats", "access", "traffic"],
     &["repository", "drift", "predlog", "otlp", "quality"],

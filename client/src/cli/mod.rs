@@ -108,6 +108,9 @@ pub enum Command {
     },
     /// Run one inference request and print the outputs as JSON.
     Infer(InferArgs),
+    /// Switchyard (HTTP): explain one row (feature attributions against the
+    /// model's reference means) and print the JSON.
+    Explain(ExplainArgs),
     /// Generate load and report throughput and latency, like perf_analyzer.
     Perf(perf::PerfArgs),
     /// Switchyard (HTTP): print a model's versions, default route and labels.
@@ -188,6 +191,26 @@ pub struct InferArgs {
     pub binary: bool,
 }
 
+/// Arguments of `explain`.
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    /// Model name.
+    pub model: String,
+    /// Model version (default: the server's choice).
+    #[arg(long)]
+    pub version: Option<String>,
+    /// The row: an input tensor as for `infer`, with a batch of 1 (repeat for several inputs).
+    #[arg(long = "input", value_name = "NAME:DATATYPE:SHAPE:VALUES", value_parser = input::parse_input, required = true)]
+    pub inputs: Vec<Tensor>,
+    /// `occlusion` or `shapley`.
+    #[arg(long, default_value = "occlusion")]
+    pub method: String,
+    /// Another explanation parameter, `KEY=VALUE` (integers are sent as numbers):
+    /// `input`, `output`, `target`, `max_evaluations`, `timeout_ms`, `seed`.
+    #[arg(long = "param", value_name = "KEY=VALUE")]
+    pub params: Vec<String>,
+}
+
 /// A connected client of either protocol.
 #[derive(Debug, Clone)]
 pub enum Conn {
@@ -239,6 +262,25 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             metadata(&Conn::connect(protocol, url, o).await?, &model, version.as_deref()).await
         }
         Command::Infer(args) => infer(&Conn::connect(protocol, url, o).await?, args).await,
+        Command::Explain(args) => {
+            let mut opts = InferOptions {
+                model_version: args.version,
+                ..InferOptions::default()
+            };
+            opts.parameters.insert("method".into(), args.method.into());
+            for p in &args.params {
+                let (k, v) = p
+                    .split_once('=')
+                    .with_context(|| format!("--param {p}: expected KEY=VALUE"))?;
+                let value = v.parse::<u64>().map_or_else(|_| v.into(), serde_json::Value::from);
+                opts.parameters.insert(k.to_string(), value);
+            }
+            print_json(
+                admin_client(url, None, o)?
+                    .explain(&args.model, &args.inputs, &opts)
+                    .await?,
+            )
+        }
         // The load generator opens its own connections.
         Command::Perf(args) => perf::run(protocol, url, o, args).await,
         Command::Labels { model } => print_json(admin_client(url, None, o)?.labels(&model).await?),

@@ -368,6 +368,24 @@ impl HttpClient {
         codec::decode_response(&body, header_len)
     }
 
+    /// `POST /v2/models/{model}[/versions/{version}]/explain` (Switchyard's
+    /// explanation endpoint): `inputs` hold one row; the settings (`method`,
+    /// `input`, `output`, `target`, `max_evaluations`, `timeout_ms`, `seed`)
+    /// travel in `opts.parameters`. Returns the explanation's JSON.
+    pub async fn explain(&self, model: &str, inputs: &[Tensor], opts: &InferOptions) -> Result<Value, ClientError> {
+        let encoded = codec::encode_request(inputs, opts)?;
+        let url = self.model_url(model, opts.model_version.as_deref(), &["explain"]);
+        let mut request = self.client.post(url);
+        request = match encoded.header_len {
+            Some(n) => request
+                .header(CONTENT_TYPE, "application/octet-stream")
+                .header(codec::HEADER_LEN, n),
+            None => request.header(CONTENT_TYPE, "application/json"),
+        };
+        let (_, body) = self.call(request.body(encoded.body)).await?;
+        parse_json(&body)
+    }
+
     /// `POST .../infer` with a body from [`codec::encode_request`] (JSON, and
     /// binary inputs after `header_len` bytes); the response's headers and
     /// body come back undecoded. The load generator encodes once and sends

@@ -110,7 +110,7 @@ pub fn http_group(route: &str) -> Option<Group> {
             "/ready" => Some(Group::Health),
             "/config" => Some(Group::ModelConfig),
             "/stats" | "/drift" | "/shadow" | "/quality" | "/fairness" => Some(Group::Statistics),
-            "/infer" | "/feedback" => Some(Group::Inference),
+            "/infer" | "/feedback" | "/explain" => Some(Group::Inference),
             "/labels" | "/labels/{label}" | "/default" | "/rollback" | "/traffic" => Some(Group::ModelRepository),
             "/trace/setting" => Some(Group::Trace),
             _ => None,
@@ -556,6 +556,8 @@ mod tests {
             "/v2/models/{model}/versions/{version}/stats",
             "/v2/models/{model}/infer",
             "/v2/models/{model}/versions/{version}/infer",
+            "/v2/models/{model}/explain",
+            "/v2/models/{model}/versions/{version}/explain",
             "/v2/repository/index",
             "/v2/repository/models/{model}/load",
             "/v2/repository/models/{model}/unload",
@@ -584,6 +586,7 @@ mod tests {
         assert_eq!(http_group("/v2/models/{model}/feedback"), Some(Group::Inference));
         assert_eq!(http_group("/v2/models/{model}/quality"), Some(Group::Statistics));
         assert_eq!(http_group("/v2/models/{model}/drift"), Some(Group::Statistics));
+        assert_eq!(http_group("/v2/models/{model}/explain"), Some(Group::Inference));
         assert_eq!(http_group("/v2/models/{model}/rollback"), Some(Group::ModelRepository));
         assert_eq!(http_group("/v2/models/{model}/card"), Some(Group::Metadata));
         assert_eq!(grpc_group("/grpc.health.v1.Health/Check"), Some(Group::Health));

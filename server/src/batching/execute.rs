@@ -1,13 +1,14 @@
 //! Running one batch on an executor: concatenating the requests' inputs
 //! along the batch dimension, the session run, slicing each request's rows
-//! out of the outputs, and the replies (with the phase timings and metrics).
+//! out of the outputs, and the replies (with the phase timings and metrics;
+//! explanation rows are left out of the version's statistics).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use bytes::Bytes;
 
-use super::{BatchInput, Executor, Job, JobOutput, Shared, Timings};
+use super::{Background, BatchInput, Executor, Job, JobOutput, Shared, Timings};
 use crate::error::{Error, Result};
 use crate::tensor::{Tensor, TensorData};
 
@@ -101,7 +102,12 @@ pub(super) fn run_batch(executor: &mut dyn Executor, batch: Vec<Job>, shared: &S
                 replies.push(split);
             }
             let compute_output = ran.elapsed();
-            stats.record_execution(total_rows, compute_input, compute_infer, compute_output);
+            // Explanation rows are not traffic: Triton's counts leave them out.
+            let counted = |j: &Job| j.background != Some(Background::Explanation);
+            let counted_rows: usize = batch.iter().filter(|j| counted(j)).map(|j| j.rows).sum();
+            if counted_rows > 0 {
+                stats.record_execution(counted_rows, compute_input, compute_infer, compute_output);
+            }
             for (job, split) in batch.into_iter().zip(replies) {
                 let timings = Timings {
                     queue: started.saturating_duration_since(job.enqueued),
@@ -110,7 +116,9 @@ pub(super) fn run_batch(executor: &mut dyn Executor, batch: Vec<Job>, shared: &S
                     compute_output,
                     batch_rows: total_rows,
                 };
-                stats.record_phases(&timings);
+                if counted(&job) {
+                    stats.record_phases(&timings);
+                }
                 shared.reply(job.seq, job.reply, split.map(|outputs| JobOutput { outputs, timings }));
             }
         }

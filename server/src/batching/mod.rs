@@ -70,15 +70,28 @@ pub struct Job {
     pub seq: u64,
     /// The request's W3C trace context (its server span), for the batch span.
     pub trace: Option<crate::trace::TraceContext>,
-    /// A mirrored copy (shadow traffic): queued behind every other request,
-    /// its deadline its own `timeout`, not counted against the levels'
-    /// capacities (the mirror bounds its copies) nor in dropped statistics.
-    pub shadow: bool,
-    /// A shadow copy at the head of the queue waits this long after its
-    /// arrival for other copies to share its batch.
+    /// Background work (a shadow copy, an explanation's rows) rather than a
+    /// production request: queued behind every production request, its
+    /// deadline its own `timeout`, not counted against the levels' capacities
+    /// (its sender bounds what it has in flight) nor in dropped statistics,
+    /// and run on an idle-priority thread when a batch holds nothing else.
+    pub background: Option<Background>,
+    /// A background job at the head of the queue waits this long after its
+    /// arrival for other background jobs to share its batch.
     pub batch_wait: Duration,
     /// Where the result goes.
     pub reply: oneshot::Sender<Result<JobOutput>>,
+}
+
+/// What kind of background work a [`Job`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Background {
+    /// A mirrored copy (shadow traffic): counted in the version's execution
+    /// statistics like any batch.
+    Shadow,
+    /// Perturbed rows of an explanation: left out of the version's
+    /// statistics (the explanation has its own counters).
+    Explanation,
 }
 
 impl Job {
@@ -105,7 +118,7 @@ impl Job {
             delayed: false,
             seq: 0,
             trace: None,
-            shadow: false,
+            background: None,
             batch_wait: Duration::ZERO,
             reply,
         }
@@ -123,7 +136,7 @@ impl Pending for Job {
         self.enqueued
     }
     fn held_until(&self) -> Option<Instant> {
-        self.shadow.then(|| self.enqueued + self.batch_wait)
+        self.background.is_some().then(|| self.enqueued + self.batch_wait)
     }
 }
 
@@ -187,13 +200,14 @@ impl QueuePolicy {
 
 struct State {
     /// Production requests by level, then arrival; then delayed ones, by
-    /// arrival; then shadow copies, by arrival. The head is the oldest
+    /// arrival; then background jobs (shadow copies, explanation rows), by
+    /// arrival. The head is the oldest
     /// request of the highest non-empty priority.
     queue: VecDeque<Job>,
-    /// Requests held per level (shadow copies not included).
+    /// Requests held per level (background jobs not included).
     counts: Vec<usize>,
-    /// Shadow copies held.
-    shadows: usize,
+    /// Background jobs held.
+    backgrounds: usize,
     /// Arrival number of the next request.
     next_seq: u64,
     closed: bool,
@@ -204,13 +218,13 @@ struct State {
 impl State {
     /// Production requests waiting (the queue-depth metric).
     fn depth(&self) -> usize {
-        self.queue.len() - self.shadows
+        self.queue.len() - self.backgrounds
     }
 
     fn remove(&mut self, index: usize) -> Option<Job> {
         let job = self.queue.remove(index)?;
-        if job.shadow {
-            self.shadows -= 1;
+        if job.background.is_some() {
+            self.backgrounds -= 1;
         } else {
             self.counts[job.level] -= 1;
         }
@@ -323,7 +337,7 @@ impl BatchQueue {
                 state: Mutex::new(State {
                     queue: VecDeque::with_capacity(64),
                     counts: vec![0; levels],
-                    shadows: 0,
+                    backgrounds: 0,
                     next_seq: 0,
                     closed: false,
                     pace: policy::Pace::default(),
@@ -349,7 +363,7 @@ impl BatchQueue {
     pub fn submit(&self, mut job: Job) -> Result<()> {
         let qp = &self.shared.queue_policy;
         job.delayed = false;
-        if job.shadow {
+        if job.background.is_some() {
             job.level = qp.levels.len() - 1;
             job.deadline = job.timeout.and_then(|t| job.enqueued.checked_add(t));
             let mut state = self.shared.state.lock();
@@ -359,7 +373,7 @@ impl BatchQueue {
             job.seq = state.next_seq;
             state.next_seq += 1;
             state.queue.push_back(job);
-            state.shadows += 1;
+            state.backgrounds += 1;
             drop(state);
             self.shared.wake.notify_one();
             return Ok(());
@@ -383,7 +397,7 @@ impl BatchQueue {
         let level = job.level;
         let at = state
             .queue
-            .partition_point(|j| !j.shadow && !j.delayed && j.level <= level);
+            .partition_point(|j| j.background.is_none() && !j.delayed && j.level <= level);
         state.queue.insert(at, job);
         state.counts[level] += 1;
         let depth = state.depth();
@@ -393,7 +407,7 @@ impl BatchQueue {
         Ok(())
     }
 
-    /// Production requests waiting now (shadow copies not included).
+    /// Production requests waiting now (background jobs not included).
     pub fn depth(&self) -> usize {
         self.shared.state.lock().depth()
     }
@@ -436,7 +450,7 @@ impl BatchQueue {
                     if policy.delay == policy::Delay::Adaptive {
                         // Production arrivals only: copies come when their primaries finish.
                         let State { queue, pace, .. } = &mut *state;
-                        let arrivals = picked.iter().map(|&i| &queue[i]).filter(|j| !j.shadow);
+                        let arrivals = picked.iter().map(|&i| &queue[i]).filter(|j| j.background.is_none());
                         pace.observe(arrivals.map(|j| j.enqueued), paused, policy.max_queue_delay);
                     }
                     let mut batch = Vec::with_capacity(picked.len());
@@ -475,13 +489,16 @@ impl BatchQueue {
         let stats = &shared.stats;
         let levels = &shared.queue_policy.levels;
         let State {
-            queue, counts, shadows, ..
+            queue,
+            counts,
+            backgrounds,
+            ..
         } = state;
         let mut delayed = Vec::new();
         queue.retain_mut(|job| {
             if job.reply.is_closed() {
-                if job.shadow {
-                    *shadows -= 1;
+                if job.background.is_some() {
+                    *backgrounds -= 1;
                 } else {
                     stats.record_dropped(Dropped::Cancelled);
                     counts[job.level] -= 1;
@@ -490,14 +507,14 @@ impl BatchQueue {
                 return false;
             }
             if job.deadline.is_some_and(|d| d <= now) {
-                if !job.shadow && levels[job.level].delay_on_timeout {
+                if job.background.is_none() && levels[job.level].delay_on_timeout {
                     job.deadline = None;
                     job.delayed = true;
                     delayed.push(std::mem::replace(job, placeholder()));
                     return false;
                 }
-                if job.shadow {
-                    *shadows -= 1;
+                if job.background.is_some() {
+                    *backgrounds -= 1;
                 } else {
                     stats.record_dropped(Dropped::Timeout);
                     counts[job.level] -= 1;
@@ -509,8 +526,8 @@ impl BatchQueue {
             }
             true
         });
-        // Behind production requests, ahead of shadow copies.
-        let at = queue.partition_point(|j| !j.shadow);
+        // Behind production requests, ahead of background jobs.
+        let at = queue.partition_point(|j| j.background.is_none());
         for (i, job) in delayed.into_iter().enumerate() {
             queue.insert(at + i, job);
         }
@@ -544,22 +561,22 @@ impl BatchQueue {
 
     fn executor_loop(self, mut executor: Box<dyn Executor>) {
         while let Some(batch) = self.next_batch() {
-            if batch.iter().all(|j| j.shadow) {
-                // Copies only: on a helper thread in the idle scheduling class, so they take
-                // only CPU that production leaves unused. This thread waits; the session is
-                // still used by one thread at a time.
-                let name = format!("{}-shadow", std::thread::current().name().unwrap_or("sy"));
+            if batch.iter().all(|j| j.background.is_some()) {
+                // Background work only: on a helper thread in the idle scheduling class, so it
+                // takes only CPU that production leaves unused. This thread waits; the session
+                // is still used by one thread at a time.
+                let name = format!("{}-background", std::thread::current().name().unwrap_or("sy"));
                 std::thread::scope(|scope| {
                     let helper = std::thread::Builder::new().name(name).spawn_scoped(scope, || {
-                        crate::util::idle_priority("shadow");
+                        crate::util::idle_priority("background");
                         self.run_guarded(executor.as_mut(), batch);
                     });
                     match helper {
                         Ok(h) => {
                             let _ = h.join();
                         }
-                        // The batch went with the closure: its copies fail as the executor's.
-                        Err(e) => tracing::warn!(error = %e, "cannot start a thread for shadow copies"),
+                        // The batch went with the closure: its jobs fail as the executor's.
+                        Err(e) => tracing::warn!(error = %e, "cannot start a thread for background work"),
                     }
                 });
             } else {

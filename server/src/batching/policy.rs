@@ -118,8 +118,9 @@ pub struct BatchPolicy {
     pub max_queue_delay: Duration,
     /// Whether the wait also ends when arrivals pause.
     pub delay: Delay,
-    /// Whether a shadow copy at the head waits until it is [`Pending::held_until`]
-    /// for more copies (off while draining or warming up).
+    /// Whether a background job (shadow copy, explanation rows) at the head
+    /// waits until it is [`Pending::held_until`] for more such jobs (off while
+    /// draining or warming up).
     pub hold_copies: bool,
 }
 
@@ -132,8 +133,8 @@ pub trait Pending {
     fn shape_key(&self) -> &[i64];
     /// When the request entered the queue.
     fn enqueued(&self) -> Instant;
-    /// For a shadow copy: how long it may wait for other copies to fill its
-    /// batch; `None` for production requests.
+    /// For a background job: how long it may wait for other background jobs
+    /// to fill its batch; `None` for production requests.
     fn held_until(&self) -> Option<Instant> {
         None
     }

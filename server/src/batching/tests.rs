@@ -304,7 +304,7 @@ fn preserve_ordering_answers_in_arrival_order() {
 impl Harness {
     fn submit_shadow(&self, rows: &[u8], timeout: Duration) -> Result<oneshot::Receiver<Result<JobOutput>>> {
         self.submit_job(rows, |job| {
-            job.shadow = true;
+            job.background = Some(crate::batching::Background::Shadow);
             job.priority = 1;
             job.timeout = Some(timeout);
         })
@@ -356,7 +356,7 @@ fn copies_only_batches_run_in_the_idle_scheduling_class() {
     h.release();
     let (rows, (thread, policy)) = h.next_started_on();
     assert_eq!(rows, [8, 9], "the two copies share a batch");
-    assert_eq!(thread, "sy-test-0-shadow");
+    assert_eq!(thread, "sy-test-0-background");
     assert_eq!(
         policy,
         Some(ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle))
@@ -445,4 +445,42 @@ fn warm_up_runs_give_their_memory_back_and_traffic_runs_keep_it() {
     assert_eq!(submit(2), [2]);
     assert_eq!(*calls.lock(), ["run_releasing", "run"]);
     queue.close();
+}
+
+#[test]
+fn explanation_rows_wait_like_copies_and_stay_out_of_the_statistics() {
+    let h = Harness::new(dynamic(8, Duration::ZERO), QueuePolicy::single(1));
+    let explain = |rows: &[u8]| {
+        h.submit_job(rows, |job| {
+            job.background = Some(Background::Explanation);
+            job.timeout = Some(Duration::from_secs(30));
+        })
+        .unwrap()
+    };
+    let first = h.submit(&[1], 0, None).unwrap();
+    assert_eq!(h.next_started(), [1]);
+    // Takes no place in the level (capacity 1), and queues behind the request after it.
+    let mixed = explain(&[7, 8]);
+    let queued = h.submit(&[2], 0, None).unwrap();
+    h.release();
+    let (rows, (thread, _)) = h.next_started_on();
+    assert_eq!(rows, [2, 7, 8], "production first; rows that fit fill its batch");
+    assert_eq!(thread, "sy-test-0");
+    h.release();
+    let alone = explain(&[9]);
+    let (rows, (thread, _)) = h.next_started_on();
+    assert_eq!(rows, [9]);
+    assert_eq!(thread, "sy-test-0-background");
+    h.release();
+    assert_eq!(output(mixed).unwrap(), [7, 8]);
+    assert_eq!(output(alone).unwrap(), [9]);
+    output(first).unwrap();
+    output(queued).unwrap();
+    let s = &h.stats;
+    assert_eq!(
+        (s.execution_count.get(), s.inference_count.get()),
+        (2, 2),
+        "batches and rows of production requests only"
+    );
+    assert_eq!(s.queue.count(), 2, "phase timings of production requests only");
 }

@@ -30,6 +30,7 @@
 //! features (at most `max_features` + 1 each) and classes (at most 1000):
 //! nothing grows with the number of observations.
 
+mod means;
 mod profile;
 mod report;
 mod settings;

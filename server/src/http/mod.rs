@@ -3,6 +3,7 @@
 
 mod card;
 pub mod codec;
+mod explain;
 mod extensions;
 pub mod quality;
 
@@ -113,6 +114,7 @@ pub fn router(service: Service, max_body: usize, admin: bool) -> Router {
         .merge(extensions::routes())
         .merge(quality::routes())
         .merge(card::routes())
+        .merge(explain::routes())
         // After routing (the route decides the group); unknown paths stay 404.
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), restrict))
         .fallback(|| async { Error::not_found("no such endpoint") })

@@ -1,6 +1,6 @@
 //! Prometheus metrics: the process-wide recorder, its settings and the
 //! process metrics. Every name lives in [`names`] (shadow mirroring's in
-//! [`shadow`]; both re-exported here) and is
+//! [`shadow`], explanations' in [`explain`]; all re-exported here) and is
 //! described once; per-version handles, created once so the request path
 //! does no label hashing, are in [`handles`] (re-exported too).
 //!
@@ -9,11 +9,13 @@
 //! that start several servers in one process share one recorder and one
 //! bucket layout).
 
+pub mod explain;
 pub mod handles;
 pub mod names;
 pub mod quality;
 pub mod shadow;
 
+pub use explain::*;
 pub use handles::*;
 pub use names::*;
 pub use shadow::*;

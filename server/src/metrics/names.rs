@@ -245,6 +245,7 @@ pub(super) fn describe_all(triton_names: bool) {
     describe_counter!(OTLP_EXPORTED, "Trace spans exported over OTLP.");
     super::shadow::describe();
     super::quality::describe();
+    super::explain::describe();
     if triton_names {
         use triton::*;
         describe_counter!(

@@ -11,9 +11,12 @@
 //! - [`shadow`]: mirroring to the traffic policy's shadow, comparison, report
 //!   and promotion gate.
 //! - [`quality`]: ground-truth feedback, live quality and fairness reports.
+//! - [`explain`]: attributions of one row, its perturbed rows run as
+//!   background work on the version's queue.
 
 pub mod card;
 pub mod control;
+pub mod explain;
 pub mod infer;
 pub mod observe;
 pub mod quality;
@@ -205,6 +208,8 @@ struct Inner {
     mirror: shadow::Mirror,
     /// Predictions kept for feedback, live quality and fairness.
     quality: Arc<crate::quality::Monitor>,
+    /// The bound on concurrent explanations.
+    explanations: explain::Explanations,
     /// Written by the control plane once start-up loading is done, read by health checks.
     ready: AtomicBool,
     /// Written once at the start of shutdown, read by health checks.
@@ -304,6 +309,7 @@ impl Service {
                 observers,
                 mirror: shadow::Mirror::default(),
                 quality,
+                explanations: explain::Explanations::default(),
                 predictions,
                 otlp,
                 shadow_header: config.shadow_header.to_ascii_lowercase(),

@@ -346,7 +346,7 @@ impl Service {
             started,
             self.inner.max_tensor_elements,
         )?;
-        job.shadow = true;
+        job.background = Some(crate::batching::Background::Shadow);
         job.timeout = Some(Duration::from_millis(spec.timeout_ms));
         job.batch_wait = Duration::from_millis(spec.batch_wait_ms);
         target.queue.submit(job)?;
