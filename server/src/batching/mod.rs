@@ -73,8 +73,8 @@ pub struct Job {
     /// Background work (a shadow copy, an explanation's rows) rather than a
     /// production request: queued behind every production request, its
     /// deadline its own `timeout`, not counted against the levels' capacities
-    /// (its sender bounds what it has in flight) nor in dropped statistics,
-    /// and run on an idle-priority thread when a batch holds nothing else.
+    /// (its sender bounds what it has in flight) nor in dropped statistics;
+    /// a batch of shadow copies only runs on an idle-priority thread.
     pub background: Option<Background>,
     /// A background job at the head of the queue waits this long after its
     /// arrival for other background jobs to share its batch.
@@ -561,10 +561,12 @@ impl BatchQueue {
 
     fn executor_loop(self, mut executor: Box<dyn Executor>) {
         while let Some(batch) = self.next_batch() {
-            if batch.iter().all(|j| j.background.is_some()) {
-                // Background work only: on a helper thread in the idle scheduling class, so it
-                // takes only CPU that production leaves unused. This thread waits; the session
-                // is still used by one thread at a time.
+            if batch.iter().all(|j| j.background == Some(Background::Shadow)) {
+                // Shadow copies only: on a helper thread in the idle scheduling class, so they
+                // take only CPU that production leaves unused. This thread waits; the session
+                // is still used by one thread at a time. (Explanation rows run here, at normal
+                // priority: their caller paces them and production goes first in the queue, and
+                // an idle-class helper starved by other processes would hold this executor.)
                 let name = format!("{}-background", std::thread::current().name().unwrap_or("sy"));
                 std::thread::scope(|scope| {
                     let helper = std::thread::Builder::new().name(name).spawn_scoped(scope, || {

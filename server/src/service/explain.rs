@@ -475,6 +475,7 @@ async fn evaluate(s: &Subject, plan: &Plan, target: Option<u64>) -> Result<(usiz
     let mut in_flight = VecDeque::with_capacity(IN_FLIGHT_JOBS);
     while values.len() < rows {
         while in_flight.len() < IN_FLIGHT_JOBS && next < rows {
+            yield_to_production(s).await;
             let end = (next + chunk).min(rows);
             in_flight.push_back(submit(s, plan, next..end)?);
             next = end;
@@ -485,6 +486,18 @@ async fn evaluate(s: &Subject, plan: &Plan, target: Option<u64>) -> Result<(usiz
     }
     Ok((target, values))
 }
+
+/// Explanations take only what production leaves: before each job, wait
+/// (in 1 ms steps; the call's deadline bounds it) while production requests
+/// are queued on the version or the process is busy (CPU load ≥ [`YIELD_CPU_LOAD`]).
+async fn yield_to_production(s: &Subject) {
+    while (s.handle.queue.depth() > 0 || crate::util::cpu::load() >= YIELD_CPU_LOAD) && Instant::now() < s.deadline {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// The process CPU load above which an explanation waits before its next job.
+pub const YIELD_CPU_LOAD: f64 = 0.9;
 
 /// The rows of one job's answer.
 struct Answer {
