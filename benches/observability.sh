@@ -8,7 +8,9 @@
 #
 # VARIANTS (default "off on"): off = --allow-metrics false and no log; on = metrics + log with payloads (sink
 # threads at the lowest priority, the default); full = the same with --prediction-log-low-priority false;
-# metrics = metrics only; log = log with payloads, no metrics; meta = metrics + log without payloads.
+# metrics = metrics only; log = log with payloads, no metrics; meta = metrics + log without payloads;
+# quality = metrics + live quality and fairness (every request's predictions kept in a feedback store file, its
+# group counted; QUALITY_ATTRIBUTE, default input:x[0], and favourable class 0): compare it with `metrics`.
 # Environment: PROTOCOL (grpc|http, default grpc), CONCURRENCY (32), SECONDS_PER_POINT (8), ROUNDS (3),
 # SERVER_CPUS (0), CLIENT_CPUS (1), OUT (default target/observability).
 set -euo pipefail
@@ -47,10 +49,18 @@ CFG
     log) extra=(--prediction-log-dir "$logdir" --allow-metrics false) ;;
     meta) extra=(--prediction-log-dir "$logdir") ;;
     metrics) extra=() ;;
+    quality) extra=(--feedback-store "$logdir/feedback.redb") ;;
     off) extra=(--allow-metrics false) ;;
   esac
   if [ "$variant" = on ] || [ "$variant" = full ] || [ "$variant" = log ] || [ "$variant" = meta ]; then
     echo 'parameters { key: "prediction_log.sample_rate" value: { string_value: "1.0" } }' >> "$repo/$model/config.pbtxt"
+  fi
+  if [ "$variant" = quality ]; then
+    cat >> "$repo/$model/config.pbtxt" <<CFG
+parameters { key: "quality.min_accuracy" value: { string_value: "0.5" } }
+parameters { key: "fairness.attribute" value: { string_value: "${QUALITY_ATTRIBUTE:-input:x[0]}" } }
+parameters { key: "fairness.favourable_class" value: { string_value: "0" } }
+CFG
   fi
   if [ "$variant" = meta ]; then
     echo 'parameters { key: "prediction_log.payloads" value: { string_value: "false" } }' >> "$repo/$model/config.pbtxt"
@@ -70,6 +80,10 @@ CFG
     curl -s "127.0.0.1:$((port + 2))/metrics" | grep -E '^switchyard_prediction_log_(records|dropped)_total' \
       > "$out/$variant-$round.predlog.txt" || true
     du -sb "$logdir" | cut -f1 > "$out/$variant-$round.logbytes"
+  fi
+  if [ "$variant" = quality ]; then
+    curl -s "127.0.0.1:$((port + 2))/metrics" | grep -E '^switchyard_(feedback_store_records|quality_dropped_total)' \
+      > "$out/$variant-$round.quality.txt" || true
   fi
   kill "$pid"; wait "$pid" 2>/dev/null || true
   rm -rf "$repo" "$logdir"
@@ -94,6 +108,8 @@ for r in range(rounds):
     for v in ("on", "full"):
         if v in variants:
             print(f"   prediction log ({v}): " + " ".join(open(f"{out}/{v}-{r + 1}.predlog.txt").read().split()))
+    if "quality" in variants:
+        print("   quality: " + " ".join(open(f"{out}/quality-{r + 1}.quality.txt").read().split()))
 import os
 hz = os.sysconf("SC_CLK_TCK")
 def cpu_us(v, r):
@@ -110,4 +126,6 @@ print("median throughput: " + ", ".join(f"{v} {med[v]:.0f} inf/s" for v in varia
 for v in variants:
     if v != "off" and "off" in med:
         print(f"{v}/off = {med[v] / med['off']:.3f}")
+if "quality" in med and "metrics" in med:
+    print(f"quality/metrics = {med['quality'] / med['metrics']:.3f}")
 PY

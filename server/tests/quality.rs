@@ -273,3 +273,121 @@ async fn a_batch_request_takes_one_label_per_row_and_groups_can_come_from_a_para
     assert_eq!(f["reference"], "the privileged group 'north'");
     s.stop().await;
 }
+
+#[tokio::test]
+async fn the_shadow_gate_waits_for_feedback_on_both_versions_before_it_promotes() {
+    let repo = temp_repo(&["credit"]);
+    common::copy_dir(&repo.path().join("credit/1"), &repo.path().join("credit/2"));
+    let config = repo.path().join("credit/config.pbtxt");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, format!("{text}version_policy: {{ all {{}} }}\n")).unwrap();
+    std::fs::write(
+        repo.path().join("credit/traffic.yaml"),
+        "default: 1\nshadow: { target: 2, promote: { min_pairs: 4, min_labelled: 8, max_accuracy_drop: 0.05 } }\n",
+    )
+    .unwrap();
+    let s = TestServer::start(repo.path(), |_| {}).await;
+    let ids: Vec<String> = (0..8).map(|i| format!("g-{i}")).collect();
+    let mut labels = Vec::new();
+    for (i, id) in ids.iter().enumerate() {
+        let r = s
+            .http
+            .infer("credit", &features(&[applicant(i)]), &opts(id))
+            .await
+            .unwrap();
+        assert_eq!(r.model_version, "1");
+        let Data::F32(p) = &r.output("probabilities").unwrap().data else {
+            panic!("FP32")
+        };
+        labels.push(json!({"id": id, "label": usize::from(p[1] > p[0])}));
+    }
+    // Enough pairs, no labels: the gate waits (the report has no verdict).
+    let deadline = std::time::Instant::now() + common::WAIT;
+    loop {
+        let r = s.http.shadow_report("credit").await.unwrap();
+        if r["totals"]["pairs"].as_u64().unwrap_or(0) >= 8 {
+            assert!(
+                r["gate"].is_null() || r["gate"]["passed"].is_null(),
+                "decided without labels: {r}"
+            );
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the pairs never finished: {r}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // Labels judge both versions (the shadow's copies were kept under the same ids).
+    let r = s.http.feedback("credit", &json!({ "feedback": labels })).await.unwrap();
+    assert_eq!(r["joined"], 8, "{r}");
+    assert_eq!(r["results"][0]["versions"], json!(["1", "2"]), "{r}");
+    // The next pair lets the gate decide: equal live accuracy, promoted.
+    let deadline = std::time::Instant::now() + common::WAIT;
+    let mut i = 100;
+    let report = loop {
+        s.http
+            .infer("credit", &features(&[applicant(i)]), &opts(&format!("n-{i}")))
+            .await
+            .unwrap();
+        i += 1;
+        let r = s.http.shadow_report("credit").await.unwrap();
+        if r["gate"]["passed"] == true {
+            break r;
+        }
+        assert!(std::time::Instant::now() < deadline, "the gate never decided: {r}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    let reason = report["gate"]["reason"].as_str().unwrap();
+    assert!(reason.contains("live accuracy 1.0000 vs primary 1.0000"), "{reason}");
+    let r = s
+        .http
+        .infer("credit", &features(&[applicant(1)]), &opts("after"))
+        .await
+        .unwrap();
+    assert_eq!(r.model_version, "2", "promoted");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_promoted_version_whose_live_accuracy_falls_below_its_threshold_is_rolled_back() {
+    let repo = temp_repo(&["credit"]);
+    add_parameters(repo.path(), "credit", &[("quality.min_samples", "8")]);
+    let config = repo.path().join("credit/config.pbtxt");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, format!("{text}version_policy: {{ all {{}} }}\n")).unwrap();
+    let s = TestServer::start(repo.path(), |c| {
+        c.model_control_mode = switchyard::config::ControlMode::Explicit;
+        c.load_models = vec!["credit".into()];
+        c.auto_rollback_window_secs = 60.0;
+        c.auto_rollback_min_requests = 1_000_000; // errors and latency never decide here
+    })
+    .await;
+    common::copy_dir(&repo.path().join("credit/1"), &repo.path().join("credit/2"));
+    s.http.load_model("credit", None).await.unwrap();
+    assert_eq!(s.http.labels("credit").await.unwrap()["default_version"], 2);
+    // Version 2 answers; the truth says it is wrong half the time: accuracy 0.5 < 0.8.
+    let mut labels = Vec::new();
+    for i in 0..8 {
+        let id = format!("r-{i}");
+        let r = s
+            .http
+            .infer("credit", &features(&[applicant(i)]), &opts(&id))
+            .await
+            .unwrap();
+        assert_eq!(r.model_version, "2");
+        let Data::F32(p) = &r.output("probabilities").unwrap().data else {
+            panic!("FP32")
+        };
+        let class = usize::from(p[1] > p[0]);
+        labels.push(json!({"id": id, "label": if i % 2 == 0 { class } else { 1 - class }}));
+    }
+    s.http.feedback("credit", &json!({ "feedback": labels })).await.unwrap();
+    let deadline = std::time::Instant::now() + common::WAIT;
+    loop {
+        let l = s.http.labels("credit").await.unwrap();
+        if l["default_version"] == 1 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never rolled back: {l}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    s.stop().await;
+}

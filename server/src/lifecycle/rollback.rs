@@ -74,7 +74,24 @@ pub fn watch(
             }
             let Some(h) = entry.versions.get(&promoted) else { return };
             let health = h.health.snapshot();
-            if let Some(reason) = policy.breach(&health) {
+            // Live quality (ground-truth feedback) below the version's own thresholds counts as a breach too.
+            let quality = h.quality.as_ref().and_then(|q| {
+                let r = q.report();
+                let alerts: Vec<&str> = r
+                    .alerts
+                    .iter()
+                    .map(String::as_str)
+                    .filter(|a| !a.starts_with("fairness:"))
+                    .collect();
+                (!alerts.is_empty()).then(|| {
+                    format!(
+                        "live quality alert ({}) over {} labelled rows",
+                        alerts.join(", "),
+                        r.window.labelled
+                    )
+                })
+            });
+            if let Some(reason) = policy.breach(&health).or(quality) {
                 tracing::warn!(model = %name, promoted, previous, %reason, "automatic rollback");
                 let actor = Actor::AutoRollback;
                 if let Err(e) = deployer.rollback(&name, None, Some(previous), &actor, &reason).await {

@@ -312,11 +312,17 @@ impl Service {
             primary_latency,
             shadow_latency,
         };
+        let gate = experiment.spec.promote.as_ref();
+        // Read before the report's lock: each version's quality has its own.
+        let quality = gate
+            .filter(|g| g.min_labelled.is_some())
+            .and_then(|_| self.quality_input(&model, &pair.primary_version, &target));
         let verdict = {
             let mut report = experiment.report.lock();
             report.add(&pair);
-            let gate = experiment.spec.promote.as_ref();
-            match gate.and_then(|g| g.decide(&report.totals().gate_input())) {
+            let mut input = report.totals().gate_input();
+            input.quality = quality;
+            match gate.and_then(|g| g.decide(&input)) {
                 Some(v) if !experiment.decided.swap(true, Ordering::AcqRel) => {
                     report.set_verdict(v.clone());
                     Some(v)
@@ -327,6 +333,26 @@ impl Service {
         if let Some(v) = verdict {
             self.apply_gate(&model, &experiment.spec, v.passed, &v.reason).await;
         }
+    }
+
+    /// Live quality of the pair's primary version and of the shadow's target, for the gate.
+    fn quality_input(
+        &self,
+        model: &str,
+        primary_version: &str,
+        target: &VersionHandle,
+    ) -> Option<crate::traffic::gate::QualityInput> {
+        let primary = self.inner.registry.resolve(model, Some(primary_version)).ok()?;
+        let p = primary.quality.as_ref()?.report().window;
+        let s = target.quality.as_ref()?.report().window;
+        Some(crate::traffic::gate::QualityInput {
+            primary_labelled: p.labelled,
+            shadow_labelled: s.labelled,
+            primary_accuracy: p.accuracy,
+            shadow_accuracy: s.accuracy,
+            primary_mae: p.mae,
+            shadow_mae: s.mae,
+        })
     }
 
     async fn run_shadow_job(

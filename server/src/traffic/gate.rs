@@ -35,6 +35,9 @@ fn default_mismatch() -> f64 {
 fn default_error() -> f64 {
     0.001
 }
+fn one() -> f64 {
+    1.0
+}
 
 /// The promotion gate of a shadow.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -55,6 +58,20 @@ pub struct Gate {
     /// (0, 1000]; absent = latency is not judged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_latency_ratio: Option<f64>,
+    /// Rows labelled by ground-truth feedback that each side (primary and
+    /// shadow, over their quality windows) needs before the gate decides, in
+    /// [1, 10^9]; absent = live quality is not judged. Both versions need
+    /// quality monitoring (`quality.*` parameters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_labelled: Option<u64>,
+    /// With `min_labelled`, classifiers: largest drop of the shadow's live
+    /// accuracy below the primary's, in [0, 1].
+    #[serde(default)]
+    pub max_accuracy_drop: f64,
+    /// With `min_labelled`, regressors: largest ratio of the shadow's live
+    /// mean absolute error to the primary's, in (0, 1000].
+    #[serde(default = "one")]
+    pub max_error_ratio: f64,
     /// When every threshold holds.
     #[serde(default)]
     pub on_pass: OnPass,
@@ -88,6 +105,25 @@ pub struct GateInput {
     pub primary_latency: f64,
     /// See `primary_latency`.
     pub shadow_latency: f64,
+    /// Live quality of both sides, when the gate judges it.
+    pub quality: Option<QualityInput>,
+}
+
+/// Live quality (from feedback) of the primary and the shadow, over their windows.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct QualityInput {
+    /// Labelled rows of the primary.
+    pub primary_labelled: u64,
+    /// Labelled rows of the shadow.
+    pub shadow_labelled: u64,
+    /// Accuracy of the primary (classifiers).
+    pub primary_accuracy: Option<f64>,
+    /// Accuracy of the shadow.
+    pub shadow_accuracy: Option<f64>,
+    /// Mean absolute error of the primary (regressors).
+    pub primary_mae: Option<f64>,
+    /// Mean absolute error of the shadow.
+    pub shadow_mae: Option<f64>,
 }
 
 impl Gate {
@@ -109,14 +145,40 @@ impl Gate {
         {
             return Err(("max_latency_ratio", format!("{r} is not in (0, 1000]")));
         }
+        if let Some(n) = self.min_labelled
+            && !(1..=1_000_000_000).contains(&n)
+        {
+            return Err(("min_labelled", format!("{n} is not in [1, 1000000000]")));
+        }
+        if !(self.max_accuracy_drop.is_finite() && (0.0..=1.0).contains(&self.max_accuracy_drop)) {
+            return Err((
+                "max_accuracy_drop",
+                format!("{} is not in [0, 1]", self.max_accuracy_drop),
+            ));
+        }
+        let r = self.max_error_ratio;
+        if !(r.is_finite() && r > 0.0 && r <= 1000.0) {
+            return Err(("max_error_ratio", format!("{r} is not in (0, 1000]")));
+        }
         Ok(())
     }
 
-    /// `None` until `min_pairs` pairs have finished; then the verdict.
+    /// `None` until `min_pairs` pairs have finished (and, with
+    /// `min_labelled`, both sides have that many labelled rows); then the verdict.
     pub fn decide(&self, c: &GateInput) -> Option<Verdict> {
         if c.pairs < self.min_pairs {
             return None;
         }
+        let quality = match self.min_labelled {
+            Some(n) => {
+                let q = c.quality?;
+                if q.primary_labelled < n || q.shadow_labelled < n {
+                    return None;
+                }
+                Some(q)
+            }
+            None => None,
+        };
         let rate = |n: u64, of: u64| if of == 0 { 0.0 } else { n as f64 / of as f64 };
         let mismatch = rate(c.mismatched, c.compared);
         let errors = rate(c.shadow_errors, c.pairs);
@@ -143,6 +205,30 @@ impl Gate {
             facts.push(format!("latency ratio {ratio:.3} (max {max})"));
             if ratio > max {
                 breaches.push("latency ratio");
+            }
+        }
+        if let Some(q) = quality {
+            if let (Some(p), Some(s)) = (q.primary_accuracy, q.shadow_accuracy) {
+                facts.push(format!(
+                    "live accuracy {s:.4} vs primary {p:.4} (max drop {})",
+                    self.max_accuracy_drop
+                ));
+                if p - s > self.max_accuracy_drop {
+                    breaches.push("live accuracy");
+                }
+            }
+            if let (Some(p), Some(s)) = (q.primary_mae, q.shadow_mae) {
+                let ratio = if p > 0.0 {
+                    s / p
+                } else if s > 0.0 {
+                    f64::INFINITY
+                } else {
+                    1.0
+                };
+                facts.push(format!("live MAE ratio {ratio:.3} (max {})", self.max_error_ratio));
+                if ratio > self.max_error_ratio {
+                    breaches.push("live error");
+                }
             }
         }
         let passed = breaches.is_empty();
@@ -174,6 +260,57 @@ mod tests {
             shadow_errors,
             primary_latency: latency.0,
             shadow_latency: latency.1,
+            quality: None,
+        }
+    }
+
+    #[test]
+    fn live_quality_waits_for_labels_then_refuses_a_worse_candidate() {
+        let g: Gate = serde_yaml_ng::from_str("{min_pairs: 10, min_labelled: 50, max_accuracy_drop: 0.02}").unwrap();
+        assert!(g.validate().is_ok());
+        let mut c = input(10, 0, 0, (1.0, 1.0));
+        assert_eq!(g.decide(&c), None, "no quality figures yet");
+        let q = QualityInput {
+            primary_labelled: 50,
+            shadow_labelled: 49,
+            primary_accuracy: Some(0.90),
+            shadow_accuracy: Some(0.85),
+            ..QualityInput::default()
+        };
+        c.quality = Some(q);
+        assert_eq!(g.decide(&c), None, "the shadow has 49 labelled rows of 50");
+        c.quality = Some(QualityInput {
+            shadow_labelled: 50,
+            ..q
+        });
+        let v = g.decide(&c).unwrap();
+        assert!(
+            !v.passed && v.reason.contains("live accuracy 0.8500 vs primary 0.9000"),
+            "{v:?}"
+        );
+        c.quality = Some(QualityInput {
+            shadow_labelled: 50,
+            shadow_accuracy: Some(0.89),
+            ..q
+        });
+        assert!(g.decide(&c).unwrap().passed);
+        // Regressors: the MAE ratio.
+        let g: Gate = serde_yaml_ng::from_str("{min_pairs: 10, min_labelled: 1, max_error_ratio: 1.1}").unwrap();
+        c.quality = Some(QualityInput {
+            primary_labelled: 5,
+            shadow_labelled: 5,
+            primary_mae: Some(1.0),
+            shadow_mae: Some(1.2),
+            ..QualityInput::default()
+        });
+        assert!(!g.decide(&c).unwrap().passed);
+        for (text, field) in [
+            ("{min_labelled: 0}", "min_labelled"),
+            ("{max_accuracy_drop: 2}", "max_accuracy_drop"),
+            ("{max_error_ratio: 0}", "max_error_ratio"),
+        ] {
+            let g: Gate = serde_yaml_ng::from_str(text).unwrap();
+            assert_eq!(g.validate().unwrap_err().0, field, "{text}");
         }
     }
 

@@ -206,6 +206,7 @@ impl Totals {
             shadow_errors: self.count(Outcome::ShadowError),
             primary_latency: self.primary_latency_ms,
             shadow_latency: self.shadow_latency_ms,
+            quality: None,
         }
     }
 }
