@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use crate::tensor::Tensor;
+
 use super::*;
 use crate::tensor::{DataType, TensorData};
 
