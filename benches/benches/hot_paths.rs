@@ -1,7 +1,7 @@
 //! Micro-benchmarks of the request hot paths, without ONNX Runtime: the HTTP
 //! JSON / binary codec, the gRPC conversions and the protobuf encoding tonic
 //! does around them, batch concatenation, and the batch queue round trip with
-//! an echo executor.
+//! an echo executor, and the feedback store's batched writes.
 //!
 //! `cargo bench -p switchyard-benches --bench hot_paths -- --warm-up-time 1 --measurement-time 2`
 //!
@@ -342,5 +342,59 @@ fn batch_queue(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, http_codec, grpc_codec, batch_concat, batch_queue);
+/// The feedback store's write path as the quality worker drives it: batches
+/// of 512 one-row predictions under random 32-hex ids (what clients send),
+/// into a file that already holds 100,000, without a sync per batch.
+fn feedback_store(c: &mut Criterion) {
+    use switchyard::quality::store::{FeedbackStore, Put, Row, StoreSettings, Stored, now_ms};
+    let dir = std::env::temp_dir().join(format!("switchyard-bench-store-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let store = FeedbackStore::open(StoreSettings {
+        path: Some(dir.join("feedback.redb")),
+        ..StoreSettings::default()
+    })
+    .unwrap();
+    let batch = |n: usize| -> Vec<Put> {
+        (0..n)
+            .map(|_| Put {
+                model: "mlp".into(),
+                id: format!("{:032x}", fastrand::u128(..)),
+                version: "1".into(),
+                record: Stored {
+                    t_ms: now_ms(),
+                    rows: vec![Row {
+                        class: Some(fastrand::u32(..10)),
+                        confidence: Some(0.9),
+                        ..Row::default()
+                    }],
+                    ..Stored::default()
+                },
+            })
+            .collect()
+    };
+    for _ in 0..100_000 / 512 {
+        store.write(batch(512), false).unwrap();
+    }
+    let mut g = c.benchmark_group("feedback_store");
+    g.throughput(Throughput::Elements(512));
+    g.bench_function("write/512", |b| {
+        b.iter_batched(
+            || batch(512),
+            |puts| store.write(puts, false).unwrap(),
+            BatchSize::SmallInput,
+        )
+    });
+    g.finish();
+    drop(store);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+criterion_group!(
+    benches,
+    http_codec,
+    grpc_codec,
+    batch_concat,
+    batch_queue,
+    feedback_store
+);
 criterion_main!(benches);
