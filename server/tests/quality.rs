@@ -391,3 +391,38 @@ async fn a_promoted_version_whose_live_accuracy_falls_below_its_threshold_is_rol
     }
     s.stop().await;
 }
+
+#[tokio::test]
+async fn the_prediction_log_records_each_rows_group_and_outcome() {
+    let repo = temp_repo(&["credit"]);
+    // The features are not written, yet the group read from them is.
+    add_parameters(
+        repo.path(),
+        "credit",
+        &[
+            ("prediction_log.sample_rate", "1.0"),
+            ("prediction_log.drop_inputs", "features"),
+        ],
+    );
+    let log_dir = tempfile::tempdir().unwrap();
+    let dir = log_dir.path().to_path_buf();
+    let s = TestServer::start(repo.path(), |c| c.prediction_log_dir = Some(dir)).await;
+    let rows: Vec<Vec<f32>> = (0..3).map(applicant).collect();
+    s.http.infer("credit", &features(&rows), &opts("log-1")).await.unwrap();
+    let service = s.server.service.clone();
+    let flushed =
+        tokio::task::spawn_blocking(move || service.prediction_log().flush(std::time::Duration::from_secs(10)))
+            .await
+            .unwrap();
+    assert!(flushed);
+    let text = std::fs::read_to_string(log_dir.path().join("predictions.jsonl")).unwrap();
+    let line: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!(line["id"], "log-1");
+    assert_eq!(line["inputs"], json!([]), "{line}");
+    let expected: Vec<Value> = rows
+        .iter()
+        .map(|x| json!({"group": format!("{}", x[7]), "favourable": approve(x) >= 0.5}))
+        .collect();
+    assert_eq!(line["fairness"], json!(expected), "{line}");
+    s.stop().await;
+}

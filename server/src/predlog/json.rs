@@ -50,6 +50,9 @@ impl Serialize for RecordJson<'_> {
         }
         map.serialize_entry("inputs", &Tensors::inputs(job))?;
         map.serialize_entry("outputs", &Tensors::outputs(job))?;
+        if let Some(rows) = job.fairness() {
+            map.serialize_entry("fairness", rows)?;
+        }
         map.end()
     }
 }

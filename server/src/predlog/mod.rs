@@ -35,6 +35,13 @@
 //!   types as little-endian bytes, BYTES as the protocol's 4-byte little-endian
 //!   length prefix + bytes per element) instead of `data`; a dropped input is absent.
 //! - With `payloads` off, every tensor keeps `name`, `datatype` and `shape` only.
+//! - When the version monitors fairness, a successful record also carries
+//!   `"fairness": [{"group": "b", "favourable": true}, ...]`, one entry per
+//!   row (at most the quality monitor's row cap): the group the row was
+//!   counted in and whether its outcome is the favourable one. Computed on the
+//!   sink's thread, so it costs the request nothing; kept with payloads off
+//!   and with the group's input dropped or hashed, since it is what the
+//!   server decided, not what the client sent.
 //!
 //! # CloudEvents
 //!
@@ -238,6 +245,32 @@ pub struct PredictionRecord {
     /// Production, or a mirrored copy (a shadow's record carries
     /// `"traffic": "shadow"` / `ce-traffic: shadow`; production records neither).
     pub traffic: crate::metrics::Traffic,
+    /// The version's fairness reading of each row, when it monitors fairness.
+    pub fairness: Option<Fairness>,
+}
+
+/// One row as fairness monitoring counted it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct RowFairness {
+    /// The row's group (`null` when it has none).
+    pub group: Option<String>,
+    /// Whether its outcome is the favourable one.
+    pub favourable: Option<bool>,
+}
+
+/// Reads a record's rows the way the version's fairness monitor does: given
+/// the outputs and the inputs, one [`RowFairness`] per row. Called on the
+/// sink's thread, once per record.
+#[derive(Clone)]
+pub struct Fairness(pub Arc<ReadRows>);
+
+/// `(outputs, inputs)` → one [`RowFairness`] per row.
+pub type ReadRows = dyn Fn(&[Tensor], &[Tensor]) -> Vec<RowFairness> + Send + Sync;
+
+impl std::fmt::Debug for Fairness {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Fairness")
+    }
 }
 
 /// A record with the privacy rules the sinks apply to it.
@@ -246,6 +279,19 @@ pub(crate) struct Job {
     pub(crate) payloads: bool,
     pub(crate) drop_inputs: Vec<String>,
     pub(crate) hash_inputs: Vec<String>,
+    /// The record's [`Fairness`] rows, computed by the first sink that writes it.
+    pub(crate) fairness_rows: std::sync::OnceLock<Vec<RowFairness>>,
+}
+
+impl Job {
+    /// The per-row fairness fields of a successful record, if its version has them.
+    pub(crate) fn fairness(&self) -> Option<&[RowFairness]> {
+        let f = self.record.fairness.as_ref().filter(|_| self.record.outcome.is_ok())?;
+        Some(
+            self.fairness_rows
+                .get_or_init(|| (f.0)(&self.record.outputs, &self.record.inputs)),
+        )
+    }
 }
 
 struct Inner {
@@ -350,6 +396,7 @@ impl PredictionLog {
             payloads: policy.payloads,
             drop_inputs: policy.drop_inputs.clone(),
             hash_inputs: policy.hash_inputs.clone(),
+            fairness_rows: std::sync::OnceLock::new(),
         });
         for sink in &inner.sinks {
             match sink.tx.try_send(Msg::Job(job.clone())) {

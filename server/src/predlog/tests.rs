@@ -46,6 +46,7 @@ fn record(id: &str) -> PredictionRecord {
         outputs: vec![f32_tensor("y", &[3.5])],
         trace_id: None,
         traffic: crate::metrics::Traffic::Production,
+        fairness: None,
     }
 }
 
@@ -170,6 +171,39 @@ fn records_round_trip_through_the_file() {
 }
 
 #[test]
+fn fairness_rows_are_written_once_per_successful_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = PredictionLog::start(file_settings(dir.path())).unwrap();
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = calls.clone();
+    let fairness = super::Fairness(Arc::new(move |outputs: &[Tensor], inputs: &[Tensor]| {
+        counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        assert_eq!((outputs[0].name.as_str(), inputs[0].name.as_str()), ("y", "x"));
+        vec![super::RowFairness {
+            group: Some("b".into()),
+            favourable: Some(true),
+        }]
+    }));
+    let mut r = record("ok");
+    r.fairness = Some(fairness.clone());
+    // The group is what the server decided: kept with payloads off.
+    let quiet = ModelLogPolicy {
+        payloads: false,
+        ..all()
+    };
+    log.submit(&quiet, r);
+    let mut r = record("failed");
+    r.outcome = Err((ErrorKind::Internal, "boom".into()));
+    r.fairness = Some(fairness);
+    log.submit(&all(), r);
+    assert!(log.flush(WAIT));
+    let lines = read_lines(&dir.path().join(file::CURRENT));
+    assert_eq!(lines[0]["fairness"], json!([{"group": "b", "favourable": true}]));
+    assert!(lines[1].get("fairness").is_none(), "{}", lines[1]);
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+#[test]
 fn files_rotate_by_size_and_keep_the_newest() {
     let dir = tempfile::tempdir().unwrap();
     let log = PredictionLog::start(PredictionLogSettings {
@@ -183,6 +217,7 @@ fn files_rotate_by_size_and_keep_the_newest() {
         payloads: true,
         drop_inputs: vec![],
         hash_inputs: vec![],
+        fairness_rows: std::sync::OnceLock::new(),
     }))
     .unwrap()
     .len() as u64

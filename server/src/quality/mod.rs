@@ -107,6 +107,11 @@ impl VersionQuality {
         }
     }
 
+    /// Whether fairness is monitored (rows carry a group and an outcome).
+    pub fn has_fairness(&self) -> bool {
+        self.settings.fairness.is_some()
+    }
+
     /// Whether the group is read from an input (so the inputs must be kept).
     pub fn needs_inputs(&self) -> bool {
         matches!(

@@ -218,9 +218,25 @@ impl Observer for Predictions {
                 outputs: p.outputs,
                 trace_id: done.trace.map(|t| t.trace_id_hex()),
                 traffic: done.traffic,
+                fairness: fairness_reader(done),
             },
         );
     }
+}
+
+/// The version's fairness reading of a logged record's rows (run later, on the log's thread).
+fn fairness_reader(done: &Finished<'_>) -> Option<crate::predlog::Fairness> {
+    let q = done.handle.quality.as_ref().filter(|q| q.has_fairness())?.clone();
+    let group = done.group.clone();
+    Some(crate::predlog::Fairness(std::sync::Arc::new(move |outputs, inputs| {
+        q.rows(outputs, inputs, group.as_deref())
+            .into_iter()
+            .map(|r| crate::predlog::RowFairness {
+                group: r.group,
+                favourable: r.favourable,
+            })
+            .collect()
+    })))
 }
 
 /// Quality and fairness: the version's predictions go to the quality worker
