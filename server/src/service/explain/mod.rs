@@ -6,9 +6,9 @@
 //!
 //! - **Yields to traffic**: the rows go in jobs of at most `max_batch_size`
 //!   rows, marked [`Background::Explanation`]: queued behind every production
-//!   request, on an idle-priority thread when a batch holds nothing else, and
-//!   at most [`IN_FLIGHT_JOBS`] of them queued or running per call, so a
-//!   production request waits for one batch at most.
+//!   request, at most [`IN_FLIGHT_JOBS`] of them queued or running per call,
+//!   so a production request waits for one batch at most, and paced
+//!   (`pace::Pace`): a call works at most [`SHARE`] of its time.
 //! - **Bounded**: at most [`MAX_CONCURRENT`] calls per server (more: 503 at
 //!   once); evaluations per call by `max_evaluations` (at most
 //!   [`MAX_EVALUATIONS`]; a method that needs more is refused before any
@@ -35,6 +35,10 @@ use crate::explain::{Method, Plan, ROW_REFERENCE, ROW_X, default_target};
 use crate::metrics;
 use crate::registry::VersionHandle;
 use crate::tensor::{DataType, Tensor, TensorData};
+use pace::Pace;
+
+mod pace;
+pub use pace::{SHARE, YIELD_CPU_LOAD};
 
 /// Explanation calls running at once per server.
 pub const MAX_CONCURRENT: usize = 2;
@@ -473,9 +477,10 @@ async fn evaluate(s: &Subject, plan: &Plan, target: Option<u64>) -> Result<(usiz
     };
     values.extend(first_values.chunks(per_row).map(|r| r[target]));
     let mut in_flight = VecDeque::with_capacity(IN_FLIGHT_JOBS);
+    let mut pace = Pace::new(Instant::now());
     while values.len() < rows {
         while in_flight.len() < IN_FLIGHT_JOBS && next < rows {
-            yield_to_production(s).await;
+            pace.wait(s).await;
             let end = (next + chunk).min(rows);
             in_flight.push_back(submit(s, plan, next..end)?);
             next = end;
@@ -486,18 +491,6 @@ async fn evaluate(s: &Subject, plan: &Plan, target: Option<u64>) -> Result<(usiz
     }
     Ok((target, values))
 }
-
-/// Explanations take only what production leaves: before each job, wait
-/// (in 1 ms steps; the call's deadline bounds it) while production requests
-/// are queued on the version or the process is busy (CPU load ≥ [`YIELD_CPU_LOAD`]).
-async fn yield_to_production(s: &Subject) {
-    while (s.handle.queue.depth() > 0 || crate::util::cpu::load() >= YIELD_CPU_LOAD) && Instant::now() < s.deadline {
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-}
-
-/// The process CPU load above which an explanation waits before its next job.
-pub const YIELD_CPU_LOAD: f64 = 0.9;
 
 /// The rows of one job's answer.
 struct Answer {
