@@ -139,11 +139,14 @@ impl VersionQuality {
             Some(Attribute::Input { tensor, index }) => inputs
                 .iter()
                 .find(|t| &t.name == tensor)
-                .and_then(|t| Some((t.values_f64()?, self.row_count(t))))
-                .filter(|(v, rows)| *rows == n && v.len() % n == 0 && *index < v.len() / n)
-                .map(|(v, _)| {
-                    let w = v.len() / n;
-                    (0..n).map(|r| group_name(v[r * w + index])).collect::<Vec<_>>()
+                .and_then(|t| Some((t, t.numeric_len()?)))
+                .filter(|&(t, len)| self.row_count(t) == n && len % n == 0 && *index < len / n)
+                .map(|(t, len)| {
+                    // Only the attribute's element of each row is decoded.
+                    let w = len / n;
+                    (0..n.min(MAX_ROWS))
+                        .map(|r| group_name(t.value_f64(r * w + index).unwrap_or(f64::NAN)))
+                        .collect::<Vec<_>>()
                 }),
             _ => None,
         };

@@ -2,12 +2,13 @@
 //! monitors quality hands its tensors (shared buffers, no copy) to one
 //! worker thread through a bounded queue (full: the request is not kept,
 //! counted); the worker turns them into per-row predictions, counts them for
-//! fairness, writes them to the [`FeedbackStore`] in batches and refreshes
-//! the gauges. Feedback first waits (briefly) for the worker to catch up, so
-//! a label sent right after its answer finds its prediction.
+//! fairness, writes them to the [`FeedbackStore`] in batches (one
+//! transaction per `GATHER` at load) and refreshes the gauges. Feedback
+//! first waits (briefly) for the worker to catch up, so a label sent right
+//! after its answer finds its prediction.
 
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError, sync_channel};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
@@ -20,7 +21,10 @@ use crate::tensor::Tensor;
 /// Capacity of the queue to the worker.
 pub const QUEUE_CAPACITY: usize = 4096;
 /// Observations written per store transaction at most.
-const BATCH: usize = 512;
+const BATCH: usize = 2048;
+/// How long the worker lets observations gather after the first one: at
+/// load, one store transaction and one wake-up per this, not per request.
+const GATHER: Duration = Duration::from_millis(20);
 /// How long feedback waits for the worker to store what came before it.
 const CATCH_UP: Duration = Duration::from_secs(2);
 
@@ -103,10 +107,10 @@ impl Monitor {
         let (s, p) = (store.clone(), progress.clone());
         std::thread::Builder::new()
             .name("quality".into())
-            .spawn(move || {
-                crate::util::background_priority("quality worker");
-                work(&s, &rx, &p);
-            })
+            // At normal priority: a worker at the lowest one is starved on a
+            // saturated core and the predictions are lost to feedback; gathering
+            // (GATHER) keeps its cost to a few µs per request.
+            .spawn(move || work(&s, &rx, &p))
             .map_err(|e| format!("cannot start the quality worker: {e}"))?;
         metrics::gauge!(names::STORE_RECORDS).set(store.records() as f64);
         Ok(Monitor { store, tx, progress })
@@ -244,10 +248,17 @@ fn work(store: &FeedbackStore, rx: &Receiver<Observation>, progress: &(Mutex<Pro
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => open = false,
         }
+        if open && !batch.is_empty() {
+            std::thread::sleep(GATHER);
+        }
         while batch.len() < BATCH {
             match rx.try_recv() {
                 Ok(o) => batch.push(o),
-                Err(_) => break,
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    open = false;
+                    break;
+                }
             }
         }
         let n = batch.len() as u64;

@@ -237,25 +237,48 @@ impl Tensor {
         if b.len() % size != 0 {
             return None;
         }
-        let conv = |c: &[u8]| -> f64 {
-            match self.datatype {
-                DataType::Bool => f64::from(u8::from(c[0] != 0)),
-                DataType::Uint8 => f64::from(c[0]),
-                DataType::Int8 => f64::from(c[0] as i8),
-                DataType::Uint16 => f64::from(u16::from_le_bytes([c[0], c[1]])),
-                DataType::Int16 => f64::from(i16::from_le_bytes([c[0], c[1]])),
-                DataType::Uint32 => f64::from(u32::from_le_bytes([c[0], c[1], c[2], c[3]])),
-                DataType::Int32 => f64::from(i32::from_le_bytes([c[0], c[1], c[2], c[3]])),
-                DataType::Fp32 => f64::from(f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
-                DataType::Uint64 => u64::from_le_bytes(c.try_into().unwrap_or_default()) as f64,
-                DataType::Int64 => i64::from_le_bytes(c.try_into().unwrap_or_default()) as f64,
-                DataType::Fp64 => f64::from_le_bytes(c.try_into().unwrap_or_default()),
-                DataType::Fp16 => half::f16::from_le_bytes([c[0], c[1]]).to_f64(),
-                DataType::Bf16 => half::bf16::from_le_bytes([c[0], c[1]]).to_f64(),
-                DataType::Bytes => f64::NAN,
-            }
+        Some(b.chunks_exact(size).map(|c| self.decode_f64(c)).collect())
+    }
+
+    /// Elements of a numeric tensor (`None` for BYTES or ragged data).
+    pub fn numeric_len(&self) -> Option<usize> {
+        let TensorData::Fixed(b) = &self.data else {
+            return None;
         };
-        Some(b.chunks_exact(size).map(conv).collect())
+        let size = self.datatype.size()?;
+        (b.len() % size == 0).then_some(b.len() / size)
+    }
+
+    /// Element `i` of a numeric tensor as `f64` (`None` for BYTES or past the end):
+    /// one element decoded, where [`Tensor::values_f64`] decodes them all.
+    pub fn value_f64(&self, i: usize) -> Option<f64> {
+        let TensorData::Fixed(b) = &self.data else {
+            return None;
+        };
+        let size = self.datatype.size()?;
+        let start = i.checked_mul(size)?;
+        let c = b.get(start..start.checked_add(size)?)?;
+        Some(self.decode_f64(c))
+    }
+
+    /// One element's little-endian bytes as `f64`.
+    fn decode_f64(&self, c: &[u8]) -> f64 {
+        match self.datatype {
+            DataType::Bool => f64::from(u8::from(c[0] != 0)),
+            DataType::Uint8 => f64::from(c[0]),
+            DataType::Int8 => f64::from(c[0] as i8),
+            DataType::Uint16 => f64::from(u16::from_le_bytes([c[0], c[1]])),
+            DataType::Int16 => f64::from(i16::from_le_bytes([c[0], c[1]])),
+            DataType::Uint32 => f64::from(u32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+            DataType::Int32 => f64::from(i32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+            DataType::Fp32 => f64::from(f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+            DataType::Uint64 => u64::from_le_bytes(c.try_into().unwrap_or_default()) as f64,
+            DataType::Int64 => i64::from_le_bytes(c.try_into().unwrap_or_default()) as f64,
+            DataType::Fp64 => f64::from_le_bytes(c.try_into().unwrap_or_default()),
+            DataType::Fp16 => half::f16::from_le_bytes([c[0], c[1]]).to_f64(),
+            DataType::Bf16 => half::bf16::from_le_bytes([c[0], c[1]]).to_f64(),
+            DataType::Bytes => f64::NAN,
+        }
     }
 
     /// A numeric tensor from `f64` values (rounded / saturated to the datatype);
@@ -405,6 +428,17 @@ mod tests {
         assert_eq!(DataType::Bf16.config_enum(), 14);
         assert!(DataType::parse("FLOAT").is_err());
         assert_eq!(DataType::from_config_enum(0), None);
+    }
+
+    #[test]
+    fn one_element_decodes_like_all_of_them() {
+        let t = Tensor::from_f64("x", DataType::Int16, vec![3], &[1.0, -2.0, 3.0]).unwrap();
+        assert_eq!(t.numeric_len(), Some(3));
+        let all = t.values_f64().unwrap();
+        let one: Vec<f64> = (0..3).map(|i| t.value_f64(i).unwrap()).collect();
+        assert_eq!(one, all);
+        assert_eq!(t.value_f64(3), None);
+        assert_eq!(t.value_f64(usize::MAX), None);
     }
 
     #[test]
