@@ -197,7 +197,13 @@ pub fn decide_paced<P: Pending>(
         deadline = deadline.max(held);
     }
     if now >= deadline {
-        return (Decision::Run(picked), false);
+        // Under the adaptive delay a production batch that reached the
+        // deadline also waited in vain: a lone request that waited this long
+        // teaches that nothing else was coming (else a gap learned in a burst,
+        // longer than the delay allows, would make every later lone request
+        // wait the whole delay).
+        let adaptive = policy.delay == Delay::Adaptive && held.is_none();
+        return (Decision::Run(picked), adaptive);
     }
     // Largest preferred size that a prefix of the picked requests fills exactly.
     if let Some(n) = (0..cumulative.len())
@@ -446,7 +452,7 @@ mod tests {
         );
         assert_eq!(
             decide_paced(&q, &short, &pace(10), t0 + us(50)),
-            (Decision::Run(vec![0, 1, 2]), false)
+            (Decision::Run(vec![0, 1, 2]), true)
         );
         // The fixed rule ignores what was learned.
         assert_eq!(
@@ -537,5 +543,43 @@ mod tests {
         }
         assert_eq!(waited[0], Duration::from_micros(160));
         assert!(waited[11] < Duration::from_micros(1), "{waited:?}");
+    }
+
+    #[test]
+    fn a_gap_learned_in_a_burst_fades_even_when_it_outlasts_the_delay() {
+        // A burst (many requests per batch, slow arrivals) taught a gap whose
+        // patience (8 x 400 µs) is longer than the 500 µs delay; then one
+        // closed-loop client: each lone request first runs at the deadline,
+        // and each such vain wait halves the gap until it runs at once.
+        let t0 = Instant::now();
+        let p = adaptive(64, 500);
+        let mut learned = Pace {
+            gap: Duration::from_micros(400),
+            requests16: 8 * 16,
+        };
+        let mut waited = Vec::new();
+        let mut now = t0;
+        for _ in 0..40 {
+            let q = queue(now, &[(1, 0, 0)]);
+            let arrived = now;
+            let (mut decision, mut paused) = decide_paced(&q, &p, &learned, now);
+            if let Decision::WaitUntil(t) = decision {
+                now = t;
+                (decision, paused) = decide_paced(&q, &p, &learned, now);
+            }
+            assert_eq!((decision, paused), (Decision::Run(vec![0]), true));
+            waited.push(now - arrived);
+            learned.observe([arrived], paused, Duration::from_micros(500));
+            now += Duration::from_micros(100);
+        }
+        assert_eq!(waited[0], Duration::from_micros(500));
+        assert!(waited[39] < Duration::from_micros(1), "{waited:?}");
+        // The fixed rule still waits the whole delay, and says nothing of pauses.
+        let q = queue(t0, &[(1, 0, 0)]);
+        let fixed = policy(64, 500, &[]);
+        assert_eq!(
+            decide_paced(&q, &fixed, &learned, t0 + Duration::from_micros(500)),
+            (Decision::Run(vec![0]), false)
+        );
     }
 }
