@@ -107,6 +107,12 @@ struct State {
     closed: bool,
     /// What the adaptive delay has learned of the arrivals.
     pace: policy::Pace,
+    /// Executors waiting with nothing queued.
+    idle_sleepers: usize,
+    /// Executors waiting for a batch to fill, and the earliest instant one of
+    /// them wakes by itself (earlier than any still waiting, never later).
+    timed_sleepers: usize,
+    wakes_at: Option<Instant>,
 }
 
 impl State {
@@ -235,6 +241,9 @@ impl BatchQueue {
                     next_seq: 0,
                     closed: false,
                     pace: policy::Pace::default(),
+                    idle_sleepers: 0,
+                    timed_sleepers: 0,
+                    wakes_at: None,
                 }),
                 wake: Condvar::new(),
                 drain_policy: BatchPolicy {
@@ -268,8 +277,11 @@ impl BatchQueue {
             state.next_seq += 1;
             state.queue.push_back(job);
             state.backgrounds += 1;
+            let wake = self.wakes_sooner(&state);
             drop(state);
-            self.shared.wake.notify_one();
+            if wake {
+                self.shared.wake.notify_one();
+            }
             return Ok(());
         }
         job.level = qp.level_of(job.priority);
@@ -295,10 +307,41 @@ impl BatchQueue {
         state.queue.insert(at, job);
         state.counts[level] += 1;
         let depth = state.depth();
+        let wake = self.wakes_sooner(&state);
         drop(state);
         self.shared.stats.set_queue_depth(depth);
-        self.shared.wake.notify_one();
+        if wake {
+            self.shared.wake.notify_one();
+        }
         Ok(())
+    }
+
+    /// Whether a request just queued must wake an executor: one is idle, or
+    /// the batcher would now run (or stop waiting) sooner than the waiting
+    /// executors wake by themselves. A request that only joins a filling
+    /// batch does not: that executor would wake, decide to wait on, and sleep
+    /// again (two context switches per request, on the core the transport
+    /// shares). With no executor waiting, notifying costs nothing.
+    fn wakes_sooner(&self, state: &State) -> bool {
+        let Some(wakes_at) = state.wakes_at.filter(|_| state.idle_sleepers == 0) else {
+            return true;
+        };
+        let policy = self.policy_now(state);
+        match policy::decide_paced(&state.queue, policy, &state.pace, Instant::now()).0 {
+            Decision::WaitUntil(t) => t < wakes_at,
+            Decision::Run(_) | Decision::Idle => true,
+        }
+    }
+
+    /// Draining or warming: no new request will come to fill a batch, so
+    /// batches do not wait.
+    fn policy_now(&self, state: &State) -> &BatchPolicy {
+        let shared = &*self.shared;
+        if state.closed || shared.warming.load(Ordering::Relaxed) {
+            &shared.drain_policy
+        } else {
+            &shared.policy
+        }
     }
 
     /// Production requests waiting now (background jobs not included).
@@ -332,12 +375,7 @@ impl BatchQueue {
         loop {
             let now = Instant::now();
             self.drop_dead(&mut state, now);
-            // Draining: no new request will come to fill a batch, so do not wait.
-            let policy = if state.closed || shared.warming.load(Ordering::Relaxed) {
-                &shared.drain_policy
-            } else {
-                &shared.policy
-            };
+            let policy = self.policy_now(&state);
             let (decision, paused) = policy::decide_paced(&state.queue, policy, &state.pace, now);
             match decision {
                 Decision::Run(picked) => {
@@ -364,12 +402,20 @@ impl BatchQueue {
                 // Bounded, so the idle-time counter moves while no work comes.
                 Decision::Idle => {
                     let waited = Instant::now();
+                    state.idle_sleepers += 1;
                     shared.wake.wait_for(&mut state, IDLE_REPORT_INTERVAL);
+                    state.idle_sleepers -= 1;
                     shared.stats.record_idle(waited.elapsed());
                 }
                 Decision::WaitUntil(t) => {
                     let waited = Instant::now();
+                    state.timed_sleepers += 1;
+                    state.wakes_at = Some(state.wakes_at.map_or(t, |w| w.min(t)));
                     shared.wake.wait_until(&mut state, t);
+                    state.timed_sleepers -= 1;
+                    if state.timed_sleepers == 0 {
+                        state.wakes_at = None;
+                    }
                     shared.stats.record_idle(waited.elapsed());
                 }
             }

@@ -214,6 +214,56 @@ fn queued_requests_merge_into_one_batch_and_split_back() {
     assert_eq!(h.stats.inference_count.get(), 10);
 }
 
+/// Waits (bounded) until the executor sleeps for a batch to fill.
+fn wait_for_timed_sleep(queue: &BatchQueue) {
+    let until = Instant::now() + Duration::from_secs(10);
+    while queue.shared.state.lock().timed_sleepers == 0 {
+        assert!(
+            Instant::now() < until,
+            "the executor never waited for the batch to fill"
+        );
+        std::thread::yield_now();
+    }
+}
+
+#[test]
+fn joining_a_filling_batch_leaves_the_executor_asleep_and_filling_it_wakes_it() {
+    // A minute's delay: only a wake-up can start the full batch within the test's bounds.
+    let h = Harness::new(dynamic(3, Duration::from_secs(60)), QueuePolicy::single(64));
+    let a = h.submit(&[1], 0, None).unwrap();
+    wait_for_timed_sleep(&h.queue);
+    let b = h.submit(&[2], 0, None).unwrap();
+    {
+        // Two of three rows: the batcher would wait as long as the executor already does.
+        let state = h.queue.shared.state.lock();
+        assert_eq!(state.timed_sleepers, 1);
+        assert!(!h.queue.wakes_sooner(&state));
+    }
+    let c = h.submit(&[3], 0, None).unwrap();
+    assert_eq!(h.next_started(), [1, 2, 3]);
+    h.release();
+    assert_eq!(output(a).unwrap(), [1]);
+    assert_eq!(output(b).unwrap(), [2]);
+    assert_eq!(output(c).unwrap(), [3]);
+}
+
+#[test]
+fn a_request_that_ends_the_wait_sooner_wakes_the_executor() {
+    // Preferred size 2: the second request makes a batch that runs at once.
+    let policy = BatchPolicy {
+        preferred: vec![2],
+        ..dynamic(8, Duration::from_secs(60))
+    };
+    let h = Harness::new(policy, QueuePolicy::single(64));
+    let a = h.submit(&[1], 0, None).unwrap();
+    wait_for_timed_sleep(&h.queue);
+    let b = h.submit(&[2], 0, None).unwrap();
+    assert_eq!(h.next_started(), [1, 2]);
+    h.release();
+    assert_eq!(output(a).unwrap(), [1]);
+    assert_eq!(output(b).unwrap(), [2]);
+}
+
 fn two_levels(delay_low: bool) -> QueuePolicy {
     let level = |delay_on_timeout| LevelPolicy {
         capacity: 8,
