@@ -7,7 +7,6 @@ use std::time::Instant;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
@@ -17,27 +16,20 @@ use crate::tensor::{
     DataType, Tensor, TensorData, bound_message, decode_bytes_elements, echo, echo_shape, element_count, json,
 };
 
+mod input;
+use input::{InputData, InputJson, InputText};
+
+/// The request, its inputs read one way or the other (see [`input`]).
 #[derive(Deserialize)]
-struct RequestJson<'a> {
+#[serde(bound(deserialize = "I: Deserialize<'de>"))]
+struct RequestJson<I> {
     #[serde(default)]
     id: Option<String>,
     #[serde(default)]
     parameters: Option<Map<String, Value>>,
-    #[serde(borrow)]
-    inputs: Vec<InputJson<'a>>,
+    inputs: Vec<I>,
     #[serde(default)]
     outputs: Option<Vec<OutputJson>>,
-}
-
-#[derive(Deserialize)]
-struct InputJson<'a> {
-    name: String,
-    shape: Vec<i64>,
-    datatype: String,
-    #[serde(default)]
-    parameters: Option<Map<String, Value>>,
-    #[serde(default, borrow)]
-    data: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
@@ -93,11 +85,24 @@ pub fn decode_request(
         None => body.len(),
     };
     let binary = body.slice(json_len..);
-    let parsed: RequestJson<'_> = serde_json::from_slice(&body[..json_len])
-        .map_err(|e| Error::invalid(bound_message(format!("malformed inference request JSON: {e}"))))?;
+    let json_text = &body[..json_len];
+    let mut parsed: RequestJson<InputJson<'_>> = match serde_json::from_slice(json_text) {
+        Ok(parsed) => parsed,
+        // Read again, `data` as text, to say what is wrong.
+        Err(_) => {
+            let text: RequestJson<InputText<'_>> = serde_json::from_slice(json_text)
+                .map_err(|e| Error::invalid(bound_message(format!("malformed inference request JSON: {e}"))))?;
+            RequestJson {
+                id: text.id,
+                parameters: text.parameters,
+                inputs: text.inputs.into_iter().map(InputJson::from).collect(),
+                outputs: text.outputs,
+            }
+        }
+    };
     let mut offset = 0usize;
     let mut inputs = Vec::with_capacity(parsed.inputs.len());
-    for input in &parsed.inputs {
+    for input in std::mem::take(&mut parsed.inputs) {
         let name = echo(&input.name);
         let datatype = DataType::parse(&input.datatype).map_err(|e| Error::invalid(format!("input '{name}': {e}")))?;
         let count = element_count(&input.shape, max_elements)
@@ -142,7 +147,8 @@ pub fn decode_request(
                     }
                 }
             }
-            (None, Some(raw)) => json::parse_data(raw, datatype, count, &name)?,
+            (None, Some(InputData::Text(raw))) => json::parse_data(raw, datatype, count, &name)?,
+            (None, Some(InputData::Parsed(data))) => data,
             (None, None) => {
                 return Err(Error::invalid(format!(
                     "input '{name}' has neither 'data' nor binary_data_size"
@@ -150,9 +156,9 @@ pub fn decode_request(
             }
         };
         inputs.push(Tensor {
-            name: input.name.clone(),
+            name: input.name,
             datatype,
-            shape: input.shape.clone(),
+            shape: input.shape,
             data,
         });
     }

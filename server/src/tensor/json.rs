@@ -90,14 +90,7 @@ fn parse_with<'de, D: Deserializer<'de>>(
     capacity: usize,
     name: &str,
 ) -> Result<TensorData> {
-    let mut sink = Sink {
-        datatype,
-        expected: count,
-        seen: 0,
-        fixed: Vec::with_capacity(capacity * datatype.size().unwrap_or(0)),
-        strings: Vec::new(),
-        depth: 0,
-    };
+    let mut sink = Sink::new(datatype, count, capacity);
     (&mut sink)
         .deserialize(de)
         .map_err(|e| Error::invalid(bound_message(format!("input '{name}': {e}"))))?;
@@ -107,10 +100,30 @@ fn parse_with<'de, D: Deserializer<'de>>(
             sink.seen
         )));
     }
-    Ok(match datatype {
-        DataType::Bytes => TensorData::Bytes(sink.strings),
-        _ => TensorData::Fixed(Bytes::from(sink.fixed)),
-    })
+    Ok(sink.finish())
+}
+
+/// Elements a one-pass read reserves room for before it has seen any (the
+/// rest grows with what the client actually sent).
+const ONE_PASS_CAPACITY: usize = 1 << 16;
+
+/// Reads `count` elements of `datatype` straight from a deserializer at a
+/// `data` array, in the same pass as the rest of the request (the HTTP
+/// codec, when `datatype` and `shape` come before `data`). Every failure,
+/// a count other than `count` included, is the deserializer's error without
+/// the tensor's name: the caller reads the request again the two-pass way
+/// ([`parse_data`]) to say what is wrong.
+pub fn deserialize_data<'de, D: Deserializer<'de>>(
+    de: D,
+    datatype: DataType,
+    count: usize,
+) -> Result<TensorData, D::Error> {
+    let mut sink = Sink::new(datatype, count, count.min(ONE_PASS_CAPACITY));
+    (&mut sink).deserialize(de)?;
+    if sink.seen != count {
+        return Err(de::Error::custom("'data' does not hold as many elements as the shape"));
+    }
+    Ok(sink.finish())
 }
 
 struct Sink {
@@ -124,6 +137,24 @@ struct Sink {
 }
 
 impl Sink {
+    fn new(datatype: DataType, expected: usize, capacity: usize) -> Sink {
+        Sink {
+            datatype,
+            expected,
+            seen: 0,
+            fixed: Vec::with_capacity(capacity * datatype.size().unwrap_or(0)),
+            strings: Vec::new(),
+            depth: 0,
+        }
+    }
+
+    fn finish(self) -> TensorData {
+        match self.datatype {
+            DataType::Bytes => TensorData::Bytes(self.strings),
+            _ => TensorData::Fixed(Bytes::from(self.fixed)),
+        }
+    }
+
     fn admit<E: de::Error>(&mut self) -> Result<(), E> {
         if self.seen == self.expected {
             return Err(E::custom(format!(

@@ -22,6 +22,38 @@ fn nested_and_flat_data_parse_to_the_same_bytes() {
 }
 
 #[test]
+fn data_read_in_one_pass_or_after_its_datatype_is_the_same() {
+    // datatype and shape first (every client): one pass; data first: read as text, then parsed.
+    let ahead = decode(
+        r#"{"inputs":[{"name":"x","shape":[3],"datatype":"FP32","parameters":{},"extra":[1],"data":[1.5,-2,3e2]}],"id":"a"}"#,
+    )
+    .unwrap();
+    let behind =
+        decode(r#"{"id":"a","inputs":[{"data":[1.5,-2,3e2],"name":"x","datatype":"FP32","shape":[3]}]}"#).unwrap();
+    for d in [&ahead, &behind] {
+        let t = &d.request.inputs[0];
+        assert_eq!(
+            (t.name.as_str(), t.shape.as_slice(), t.datatype),
+            ("x", &[3i64][..], DataType::Fp32)
+        );
+        assert_eq!(d.request.id, "a");
+    }
+    let floats: Vec<u8> = [1.5f32, -2.0, 300.0].iter().flat_map(|v| v.to_le_bytes()).collect();
+    assert_eq!(fixed(&ahead.request.inputs[0]), floats.as_slice());
+    assert_eq!(fixed(&behind.request.inputs[0]), floats.as_slice());
+    // What the one pass cannot read is read again to name the input and the fault.
+    let e = decode(r#"{"inputs":[{"name":"x","shape":[3],"datatype":"FP32","data":[1,2]}]}"#).unwrap_err();
+    assert!(
+        e.message
+            .contains("input 'x': 'data' has 2 elements but the shape holds 3"),
+        "{}",
+        e.message
+    );
+    let e = decode(r#"{"inputs":[{"name":"x","name":"y","shape":[1],"datatype":"FP32","data":[1]}]}"#).unwrap_err();
+    assert!(e.message.contains("duplicate field `name`"), "{}", e.message);
+}
+
+#[test]
 fn bad_json_data_is_rejected_with_a_reason() {
     let cases = [
         (
