@@ -71,12 +71,13 @@ fn response(v: &[f32]) -> InferResponse {
 /// A KServe V2 JSON body with the data inline.
 fn json_body(v: &[f32]) -> Bytes {
     let data: Vec<f64> = v.iter().map(|&x| f64::from(x)).collect();
-    let body = serde_json::json!({
-        "id": "42",
-        "inputs": [{"name": "x", "shape": [1, v.len()], "datatype": "FP32", "data": data}],
-        "outputs": [{"name": "y"}],
-    });
-    serde_json::to_vec(&body).unwrap().into()
+    // Members in the order clients write them (`datatype` and `shape` before
+    // `data`, which the codec reads in one pass); `json!` would sort them.
+    let data = serde_json::to_string(&data).unwrap();
+    let n = v.len();
+    format!(r#"{{"id":"42","inputs":[{{"name":"x","shape":[1,{n}],"datatype":"FP32","data":{data}}}],"outputs":[{{"name":"y"}}]}}"#)
+        .into_bytes()
+        .into()
 }
 
 /// A binary-extension body: the JSON header, then the raw tensor bytes.
