@@ -556,6 +556,9 @@ struct RequestPlan {
     outputs: Option<Value>,
     header: HeaderPlan,
     mutation: Mutation,
+    /// Inputs' members in the order clients write them (`data` last, read in
+    /// one pass) rather than sorted (`data` first, read as text, then parsed).
+    client_order: bool,
 }
 
 fn parameters() -> BoxedStrategy<Option<Value>> {
@@ -602,15 +605,19 @@ fn request_plan() -> BoxedStrategy<RequestPlan> {
         outputs(),
         header,
         mutation(),
+        prop::bool::weighted(0.75),
     )
-        .prop_map(|(id, parameters, inputs, outputs, header, mutation)| RequestPlan {
-            id,
-            parameters,
-            inputs,
-            outputs,
-            header,
-            mutation,
-        })
+        .prop_map(
+            |(id, parameters, inputs, outputs, header, mutation, client_order)| RequestPlan {
+                id,
+                parameters,
+                inputs,
+                outputs,
+                header,
+                mutation,
+                client_order,
+            },
+        )
         .boxed()
 }
 
@@ -628,7 +635,12 @@ fn build_request(plan: &RequestPlan) -> (Vec<u8>, Option<usize>) {
     if let Some(o) = &plan.outputs {
         obj.insert("outputs".into(), o.clone());
     }
-    let mut body = serde_json::to_vec(&Value::Object(obj)).unwrap();
+    let body = Value::Object(obj);
+    let mut body = if plan.client_order {
+        client_order(&body).into_bytes()
+    } else {
+        serde_json::to_vec(&body).unwrap()
+    };
     let json_len = body.len();
     body.extend_from_slice(&binary);
     mutate(&mut body, &plan.mutation);
@@ -639,6 +651,32 @@ fn build_request(plan: &RequestPlan) -> (Vec<u8>, Option<usize>) {
         HeaderPlan::Any(n) => Some(n),
     };
     (body, header)
+}
+
+/// `v` as JSON with every object's `name`, `shape` and `datatype` first and
+/// `data` last, the other members between them in sorted order (`serde_json`'s
+/// maps sort all members, which puts `data` first).
+fn client_order(v: &Value) -> String {
+    match v {
+        Value::Object(m) => {
+            let rank = |k: &str| match k {
+                "name" => 0,
+                "shape" => 1,
+                "datatype" => 2,
+                "data" => 4,
+                _ => 3,
+            };
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort_by_key(|k| rank(k));
+            let members: Vec<String> = keys
+                .iter()
+                .map(|k| format!("{}:{}", serde_json::to_string(k).unwrap(), client_order(&m[k.as_str()])))
+                .collect();
+            format!("{{{}}}", members.join(","))
+        }
+        Value::Array(a) => format!("[{}]", a.iter().map(client_order).collect::<Vec<_>>().join(",")),
+        other => serde_json::to_string(other).unwrap(),
+    }
 }
 
 /// Decodes with the small limit and with the server's default one.

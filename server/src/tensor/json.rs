@@ -103,9 +103,11 @@ fn parse_with<'de, D: Deserializer<'de>>(
     Ok(sink.finish())
 }
 
-/// Elements a one-pass read reserves room for before it has seen any (the
-/// rest grows with what the client actually sent).
-const ONE_PASS_CAPACITY: usize = 1 << 16;
+/// Elements a one-pass read reserves room for before it has seen any: it
+/// does not know the size of the body, so a declared shape must not decide
+/// the first allocation (a 78-byte body declaring 65,536 elements would take
+/// 512 KiB); the buffer grows by doubling with what the client actually sent.
+const ONE_PASS_CAPACITY: usize = 1024;
 
 /// Reads `count` elements of `datatype` straight from a deserializer at a
 /// `data` array, in the same pass as the rest of the request (the HTTP
