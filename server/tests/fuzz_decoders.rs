@@ -1877,3 +1877,19 @@ proptest! {
         policy_case(&String::from_utf8_lossy(&content))?;
     }
 }
+
+#[test]
+fn a_small_body_declaring_a_large_shape_allocates_little_when_read_in_one_pass() {
+    // `data` last: read in the same pass as the body, which does not know the body's size.
+    let body: &'static [u8] = br#"{"inputs":[{"name":"x","shape":[65536],"datatype":"FP64","data":[1]}]}"#;
+    let (result, peak) = counting::peak(|| {
+        switchyard::http::codec::decode_request(Bytes::from_static(body), None, "m", None, SERVER_LIMIT, Instant::now())
+    });
+    assert!(
+        result
+            .unwrap_err()
+            .message
+            .contains("has 1 elements but the shape holds 65536")
+    );
+    check_peak("HTTP decode", peak, body.len(), 0).unwrap();
+}
