@@ -12,7 +12,8 @@
 # Environment: MODELS ("tiny mlp cnn"), CONCURRENCY ("1 8 32"), PROTOCOLS ("http grpc"), SECONDS_PER_POINT (5),
 # DELAY_US (500), BATCHER (adaptive | fixed: Triton's rule), H2_STREAMS (1: one stream per h2load connection, as wrk
 # has one request per connection; N: ceil(c/N) connections of N streams), SERVER_CPUS (0), CLIENT_CPUS (1),
-# OUT (target/protocols). Needs wrk and h2load (Debian: wrk, nghttp2-client).
+# OUT (target/protocols), SERVER_BIN (target/release/switchyard; another build to compare two side by side).
+# Needs wrk and h2load (Debian: wrk, nghttp2-client).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -94,7 +95,7 @@ for m in models:
 PY
 
 port=18900
-taskset -c "$server_cpus" "$bin/switchyard" --model-repository "$repo" --http-address 127.0.0.1 \
+taskset -c "$server_cpus" "${SERVER_BIN:-$bin/switchyard}" --model-repository "$repo" --http-address 127.0.0.1 \
   --grpc-address 127.0.0.1 --metrics-address 127.0.0.1 --http-port $port --grpc-port $((port + 1)) \
   --metrics-port $((port + 2)) --log warn > "$out/server.log" 2>&1 &
 pid=$!
