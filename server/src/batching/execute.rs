@@ -80,6 +80,7 @@ pub(super) fn run_batch(executor: &mut dyn Executor, batch: Vec<Job>, shared: &S
     stats.record_efficiency(cpu, fill_ratio);
     let compute_input = built - started;
     let compute_infer = ran - built;
+    super::inline::record_compute(shared, compute_infer);
     match result {
         Err(e) => {
             for job in batch {

@@ -1,5 +1,6 @@
 //! The scheduler of one model version: a bounded queue shared by that
-//! version's executor threads, each of which owns one session.
+//! version's executor threads, each of which runs one session (a submitter
+//! may borrow an idle one for a cheap batch: see `inline`).
 //!
 //! Ownership and bounds:
 //! - `BatchQueue` is shared (Arc) by the version handle, which submits, and by
@@ -13,12 +14,13 @@
 //!   compute and counted.
 
 mod execute;
+mod inline;
 mod job;
 pub mod policy;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
@@ -113,6 +115,9 @@ struct State {
     /// them wakes by itself (earlier than any still waiting, never later).
     timed_sleepers: usize,
     wakes_at: Option<Instant>,
+    /// Every executor's session, locked while it runs (by its thread, or by
+    /// a submitter running a batch in place: see [`BatchQueue::submit_or_run`]).
+    slots: Vec<inline::Slot>,
 }
 
 impl State {
@@ -156,6 +161,9 @@ struct Shared {
     /// ([`Executor::run_releasing`]). Set under `state`'s lock, so a waiting
     /// executor sees it when woken.
     pub(super) warming: std::sync::atomic::AtomicBool,
+    /// The last batches' compute time (nanoseconds, a moving average;
+    /// `u64::MAX` before the first): what a batch run in place would cost.
+    recent_compute_ns: AtomicU64,
 }
 
 type Reply = oneshot::Sender<Result<JobOutput>>;
@@ -244,6 +252,7 @@ impl BatchQueue {
                     idle_sleepers: 0,
                     timed_sleepers: 0,
                     wakes_at: None,
+                    slots: Vec::new(),
                 }),
                 wake: Condvar::new(),
                 drain_policy: BatchPolicy {
@@ -255,6 +264,7 @@ impl BatchQueue {
                 sequencer: queue_policy.preserve_ordering.then(Mutex::default),
                 running: AtomicUsize::new(0),
                 warming: std::sync::atomic::AtomicBool::new(false),
+                recent_compute_ns: AtomicU64::new(u64::MAX),
                 queue_policy,
                 stats,
             }),
@@ -263,7 +273,15 @@ impl BatchQueue {
 
     /// Enqueues a request at its priority, or refuses at once when its
     /// level is full or the queue is closed.
-    pub fn submit(&self, mut job: Job) -> Result<()> {
+    pub fn submit(&self, job: Job) -> Result<()> {
+        self.enqueue(job, false).map(|_| ())
+    }
+
+    /// Queues `job` like [`BatchQueue::submit`]. `may_defer`: when the job's
+    /// batch would start at once on an idle executor and could run in place
+    /// (see [`BatchQueue::submit_or_run`]), the executor is not woken and the
+    /// job's arrival number comes back: the caller must then follow up.
+    fn enqueue(&self, mut job: Job, may_defer: bool) -> Result<Option<u64>> {
         let qp = &self.shared.queue_policy;
         job.delayed = false;
         if job.background.is_some() {
@@ -282,7 +300,7 @@ impl BatchQueue {
             if wake {
                 self.shared.wake.notify_one();
             }
-            return Ok(());
+            return Ok(None);
         }
         job.level = qp.level_of(job.priority);
         job.deadline = qp.deadline(job.level, job.timeout, job.enqueued);
@@ -307,13 +325,15 @@ impl BatchQueue {
         state.queue.insert(at, job);
         state.counts[level] += 1;
         let depth = state.depth();
-        let wake = self.wakes_sooner(&state);
+        let deferred = may_defer && self.may_run_in_place(&state, at);
+        let wake = !deferred && self.wakes_sooner(&state);
+        let seq = state.queue[at].seq;
         drop(state);
         self.shared.stats.set_queue_depth(depth);
         if wake {
             self.shared.wake.notify_one();
         }
-        Ok(())
+        Ok(deferred.then_some(seq))
     }
 
     /// Whether a request just queued must wake an executor: one is idle, or
@@ -378,26 +398,7 @@ impl BatchQueue {
             let policy = self.policy_now(&state);
             let (decision, paused) = policy::decide_paced(&state.queue, policy, &state.pace, now);
             match decision {
-                Decision::Run(picked) => {
-                    if policy.delay == policy::Delay::Adaptive {
-                        // Production arrivals only: copies come when their primaries finish.
-                        let State { queue, pace, .. } = &mut *state;
-                        let arrivals = picked.iter().map(|&i| &queue[i]).filter(|j| j.background.is_none());
-                        pace.observe(arrivals.map(|j| j.enqueued), paused, policy.max_queue_delay);
-                    }
-                    let mut batch = Vec::with_capacity(picked.len());
-                    for (taken, i) in picked.into_iter().enumerate() {
-                        if let Some(job) = state.remove(i - taken) {
-                            batch.push(job);
-                        }
-                    }
-                    shared.stats.set_queue_depth(state.depth());
-                    if !state.queue.is_empty() {
-                        // Another executor may start on what is left.
-                        shared.wake.notify_one();
-                    }
-                    return Some(batch);
-                }
+                Decision::Run(picked) => return Some(self.take(&mut state, picked, paused)),
                 Decision::Idle if state.closed => return None,
                 // Bounded, so the idle-time counter moves while no work comes.
                 Decision::Idle => {
@@ -420,6 +421,32 @@ impl BatchQueue {
                 }
             }
         }
+    }
+
+    /// Removes the batch `picked` from the queue (`paused`: it runs because
+    /// arrivals paused, for the adaptive delay's record).
+    fn take(&self, state: &mut State, picked: Vec<usize>, paused: bool) -> Vec<Job> {
+        let shared = &*self.shared;
+        let policy = self.policy_now(state);
+        if policy.delay == policy::Delay::Adaptive {
+            // Production arrivals only: copies come when their primaries finish.
+            let max_delay = policy.max_queue_delay;
+            let State { queue, pace, .. } = &mut *state;
+            let arrivals = picked.iter().map(|&i| &queue[i]).filter(|j| j.background.is_none());
+            pace.observe(arrivals.map(|j| j.enqueued), paused, max_delay);
+        }
+        let mut batch = Vec::with_capacity(picked.len());
+        for (taken, i) in picked.into_iter().enumerate() {
+            if let Some(job) = state.remove(i - taken) {
+                batch.push(job);
+            }
+        }
+        shared.stats.set_queue_depth(state.depth());
+        if !state.queue.is_empty() {
+            // Another executor may start on what is left.
+            shared.wake.notify_one();
+        }
+        batch
     }
 
     /// Removes requests whose caller went away, rejects those whose deadline
@@ -482,11 +509,13 @@ impl BatchQueue {
         executors: Vec<Box<dyn Executor>>,
     ) -> std::io::Result<Vec<std::thread::JoinHandle<()>>> {
         let mut threads = Vec::with_capacity(executors.len());
-        for (i, executor) in executors.into_iter().enumerate() {
+        let slots: Vec<inline::Slot> = executors.into_iter().map(|e| Arc::new(Mutex::new(Some(e)))).collect();
+        self.shared.state.lock().slots.extend(slots.iter().cloned());
+        for (i, slot) in slots.into_iter().enumerate() {
             let queue = self.clone();
             let started = std::thread::Builder::new()
                 .name(format!("sy-{label}-{i}"))
-                .spawn(move || queue.executor_loop(executor));
+                .spawn(move || queue.executor_loop(slot));
             match started {
                 Ok(t) => threads.push(t),
                 Err(e) => {
@@ -499,8 +528,14 @@ impl BatchQueue {
         Ok(threads)
     }
 
-    fn executor_loop(self, mut executor: Box<dyn Executor>) {
+    /// Takes batches and runs them on this thread's session until the queue
+    /// is closed and drained, then drops the session (here, so that an
+    /// unloaded version's memory goes when its threads end).
+    fn executor_loop(self, slot: inline::Slot) {
         while let Some(batch) = self.next_batch() {
+            // Held by a submitter running a batch in place, for as long as that batch runs.
+            let mut session = slot.lock();
+            let Some(executor) = session.as_mut() else { break };
             if batch.iter().all(|j| j.background == Some(Background::Shadow)) {
                 // Shadow copies only: on a helper thread in the idle scheduling class, so they
                 // take only CPU that production leaves unused. This thread waits; the session
@@ -525,6 +560,7 @@ impl BatchQueue {
                 self.run_guarded(executor.as_mut(), batch);
             }
         }
+        slot.lock().take();
     }
 
     /// A panic inside the runtime must not take the executor down with it: the

@@ -138,7 +138,7 @@ impl Service {
             self.inner.max_tensor_elements,
         )?;
         job.trace = trace;
-        handle.queue.submit(job)?;
+        handle.queue.submit_or_run(job).await?;
         let output = rx
             .await
             .map_err(|_| Error::internal("the executor stopped before answering"))??;
