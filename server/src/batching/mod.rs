@@ -561,6 +561,8 @@ impl BatchQueue {
             }
         }
         slot.lock().take();
+        // The session's weights and arena go back to the system, not to the C heap's free lists.
+        crate::model::onnx::release_free_heap();
     }
 
     /// A panic inside the runtime must not take the executor down with it: the

@@ -207,6 +207,10 @@ impl Deployer {
             crate::metrics::model_state(name, &v.to_string(), ModelState::Unavailable);
         }
         self.registry.publish(name, Some(entry));
+        if !report.loaded.is_empty() {
+            // What building and warming the sessions freed is not kept resident for nothing.
+            release_free_heap_off_thread();
+        }
         self.registry.note(name, notes);
         let file_errors: Vec<String> = traffic_error.into_iter().chain(card_error).collect();
         if report.failed.is_empty() && !file_errors.is_empty() {
@@ -508,5 +512,14 @@ fn event<'a>(
         digest,
         ok,
         reason,
+    }
+}
+
+/// [`crate::model::onnx::release_free_heap`] on a blocking thread when on a
+/// runtime (it can take milliseconds), in place otherwise.
+fn release_free_heap_off_thread() {
+    match tokio::runtime::Handle::try_current() {
+        Ok(rt) => drop(rt.spawn_blocking(crate::model::onnx::release_free_heap)),
+        Err(_) => crate::model::onnx::release_free_heap(),
     }
 }
