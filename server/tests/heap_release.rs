@@ -5,19 +5,14 @@
 // The test allocates with the C library's malloc directly, as ONNX Runtime does.
 #![allow(unsafe_code)]
 
+use switchyard::metrics::resident_bytes;
 use switchyard::model::onnx::release_free_heap;
 
 const BLOCK: usize = 4096;
 const BLOCKS: usize = 16 * 1024; // 64 MiB
 
-fn resident_bytes() -> usize {
-    let statm = std::fs::read_to_string("/proc/self/statm").expect("/proc/self/statm");
-    let pages: usize = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|p| p.parse().ok())
-        .expect("resident pages");
-    pages * 4096
+fn resident() -> usize {
+    resident_bytes().expect("VmRSS in /proc/self/status") as usize
 }
 
 #[test]
@@ -34,15 +29,15 @@ fn freed_c_heap_pages_leave_the_resident_set() {
                 p as usize
             })
             .collect();
-        let before = resident_bytes();
+        let before = resident();
         // All but the last: the arena's top stays in use, so free() alone gives nothing back.
         for &p in &blocks[..BLOCKS - 1] {
             // SAFETY: each pointer came from malloc above and is freed once.
             unsafe { libc::free(p as *mut libc::c_void) };
         }
-        let kept = resident_bytes();
+        let kept = resident();
         release_free_heap();
-        let after = resident_bytes();
+        let after = resident();
         // SAFETY: the last block, from malloc above, freed once.
         unsafe { libc::free(blocks[BLOCKS - 1] as *mut libc::c_void) };
         (before, kept, after)

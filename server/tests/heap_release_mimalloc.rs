@@ -4,6 +4,7 @@
 //! (mimalloc purges freed memory only on a later allocation). Its own
 //! process, with mimalloc as the global allocator as in the server binary.
 
+use switchyard::metrics::resident_bytes;
 use switchyard::model::onnx::release_free_heap;
 
 #[global_allocator]
@@ -11,14 +12,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const FILE: usize = 8 << 20; // a model file's worth
 
-fn resident_bytes() -> usize {
-    let statm = std::fs::read_to_string("/proc/self/statm").expect("/proc/self/statm");
-    let pages: usize = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|p| p.parse().ok())
-        .expect("resident pages");
-    pages * 4096
+fn resident() -> usize {
+    resident_bytes().expect("VmRSS in /proc/self/status") as usize
 }
 
 #[test]
@@ -27,14 +22,14 @@ fn freed_model_bytes_leave_the_resident_set() {
     // Read and dropped on one thread (the load's), given back from another (as the deployer does).
     let (before, kept) = std::thread::spawn(|| {
         let bytes = std::hint::black_box(vec![0xa5u8; FILE]);
-        let before = resident_bytes();
+        let before = resident();
         drop(bytes);
-        (before, resident_bytes())
+        (before, resident())
     })
     .join()
     .unwrap();
     release_free_heap();
-    let after = resident_bytes();
+    let after = resident();
     assert!(
         before.saturating_sub(kept) < FILE / 2,
         "dropping alone was expected to keep the pages: {before} -> {kept} bytes resident"

@@ -203,8 +203,8 @@ fn update_process_metrics() {
     }
 }
 
-/// `VmRSS` of `/proc/self/status`, in bytes.
-fn resident_bytes() -> Option<u64> {
+/// `VmRSS` of `/proc/self/status`, in bytes (`None` where there is none).
+pub fn resident_bytes() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
