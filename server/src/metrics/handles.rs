@@ -2,6 +2,7 @@
 //! per model version so that recording does no label hashing, and the
 //! version lifecycle gauges.
 
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use metrics::{Counter, Gauge, Histogram};
@@ -75,13 +76,9 @@ pub fn load_failure(model: &str, reason: &'static str) {
     metrics::counter!(MODEL_LOAD_FAILURES, "model" => model.to_string(), "reason" => reason).increment(1);
 }
 
-/// Counts one routing decision: `reason` is the route's label (explicit,
-/// no_policy, policy_default, canary, fallback).
-pub fn routing_decision(model: &str, target: &str, reason: &'static str) {
-    metrics::counter!(ROUTING_DECISIONS, "model" => model.to_string(), "target" => target.to_string(),
-        "reason" => reason)
-    .increment(1);
-}
+/// How many route reasons a version caches the routing counter of (see
+/// [`VersionMetrics::routed`]).
+pub const ROUTE_REASON_SLOTS: usize = 8;
 
 /// Which frontend a request came through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,6 +138,10 @@ pub struct VersionMetrics {
     nv_success: Counter,
     nv_failure: Counter,
     nv_request_us: Counter,
+    /// `switchyard_routing_decisions_total{model,target=version,reason}` by
+    /// reason slot, registered on first use so that a reason never taken
+    /// has no series.
+    routing: [OnceLock<Counter>; ROUTE_REASON_SLOTS],
 }
 
 /// Counts a request as in flight until dropped (see [`VersionMetrics::start_request`]).
@@ -182,8 +183,23 @@ impl VersionMetrics {
             nv_success: triton_counter(triton::REQUEST_SUCCESS, model, version),
             nv_failure: triton_counter(triton::REQUEST_FAILURE, model, version),
             nv_request_us: triton_counter(triton::REQUEST_DURATION_US, model, version),
+            routing: Default::default(),
             model: m,
             version: v,
+        }
+    }
+
+    /// Counts one request routed to this version: `reason` is the route's
+    /// label (explicit, no_policy, policy_default, canary, fallback) and
+    /// `slot` its index below [`ROUTE_REASON_SLOTS`] (its own per reason).
+    pub fn routed(&self, slot: usize, reason: &'static str) {
+        let register = || {
+            metrics::counter!(ROUTING_DECISIONS, "model" => self.model.clone(), "target" => self.version.clone(),
+                "reason" => reason)
+        };
+        match self.routing.get(slot) {
+            Some(cell) => cell.get_or_init(register).increment(1),
+            None => register().increment(1),
         }
     }
 

@@ -23,6 +23,11 @@ pub enum RouteReason {
 }
 
 impl RouteReason {
+    /// Its slot in a version's cache of routing counters.
+    pub fn slot(self) -> usize {
+        self as usize
+    }
+
     /// The metric label.
     pub fn label(self) -> &'static str {
         match self {
@@ -69,5 +74,21 @@ impl ModelEntry {
             Some(Ok(h)) => Ok((h, reason)),
             Some(Err(_)) => Ok((self.resolve(model, None)?, RouteReason::Fallback)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RouteReason::{self, *};
+
+    #[test]
+    fn each_reason_has_its_own_cached_counter_slot() {
+        let all: [RouteReason; 5] = [Explicit, NoPolicy, PolicyDefault, Canary, Fallback];
+        let slots: std::collections::BTreeSet<usize> = all.iter().map(|r| r.slot()).collect();
+        assert_eq!(slots.len(), all.len());
+        assert!(
+            slots.iter().all(|&s| s < crate::metrics::ROUTE_REASON_SLOTS),
+            "{slots:?}"
+        );
     }
 }

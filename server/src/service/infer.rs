@@ -50,7 +50,7 @@ impl Service {
             .route(&request.model, request.version.as_deref(), |p| sticky_key(p, &request));
         let handle = match routed {
             Ok((h, reason)) => {
-                metrics::routing_decision(&h.model, &h.version_label, reason.label());
+                h.metrics.routed(reason.slot(), reason.label());
                 h
             }
             Err(e) => {
