@@ -12,7 +12,7 @@
 //! version still runs at most one batch per instance.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::lock_api::ArcMutexGuard;
@@ -110,7 +110,10 @@ impl Deferred<'_> {
         if let Some((batch, mut session)) = queue.take_in_place(&mut state, at) {
             drop(state);
             if let Some(executor) = session.as_mut() {
+                let started = Instant::now();
                 queue.run_guarded(executor.as_mut(), batch);
+                let took = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                queue.shared.lent_ns.fetch_add(took, Ordering::Relaxed);
             }
             return;
         }
@@ -128,6 +131,20 @@ impl Drop for Deferred<'_> {
             self.queue.shared.wake.notify_one();
         }
     }
+}
+
+/// The part of an executor's `waited` that counts as idle: less the session
+/// time lent meanwhile to batches run in place (the executor slept through
+/// them, but its session was busy). At most `waited` is taken; the rest
+/// stays for the next executor that reports.
+pub(super) fn idle_in(lent_ns: &AtomicU64, waited: Duration) -> Duration {
+    let waited_ns = u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX);
+    let mut taken = 0;
+    let _ = lent_ns.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |lent| {
+        taken = lent.min(waited_ns);
+        Some(lent - taken)
+    });
+    waited.saturating_sub(Duration::from_nanos(taken))
 }
 
 /// Folds a batch's compute time into the version's recent average.

@@ -204,3 +204,39 @@ fn the_fixed_delay_is_never_cut_short_by_running_in_place() {
         "the batch waited its delay"
     );
 }
+
+#[test]
+fn time_lent_to_in_place_batches_is_not_counted_as_idle() {
+    let (queue, ran) = queue_with(unbatched(), None);
+    measured(&queue, &ran);
+    set_recent_compute(&queue, Duration::from_micros(5));
+    let lent = |q: &BatchQueue| q.shared.lent_ns.load(std::sync::atomic::Ordering::Relaxed);
+    // The executor may have reported (and taken) time before this point.
+    let before = lent(&queue);
+    let (j, mut rx) = job(3);
+    runtime().block_on(queue.submit_or_run(j)).unwrap();
+    rx.try_recv().expect("answered in place").unwrap();
+    assert!(ran.try_recv().unwrap().0 != "sy-inplace-0");
+    assert!(lent(&queue) > before, "an in-place run lends its session time");
+}
+
+#[test]
+fn a_report_takes_at_most_its_own_wait_off_the_lent_time() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let lent = AtomicU64::new(30_000_000);
+    assert_eq!(super::idle_in(&lent, Duration::from_millis(20)), Duration::ZERO);
+    assert_eq!(
+        lent.load(Ordering::Relaxed),
+        10_000_000,
+        "the rest stays for the next report"
+    );
+    assert_eq!(
+        super::idle_in(&lent, Duration::from_millis(50)),
+        Duration::from_millis(40)
+    );
+    assert_eq!(
+        super::idle_in(&lent, Duration::from_millis(50)),
+        Duration::from_millis(50)
+    );
+    assert_eq!(lent.load(Ordering::Relaxed), 0);
+}

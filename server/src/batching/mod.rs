@@ -164,6 +164,9 @@ struct Shared {
     /// The last batches' compute time (nanoseconds, a moving average;
     /// `u64::MAX` before the first): what a batch run in place would cost.
     recent_compute_ns: AtomicU64,
+    /// Session time lent to batches run in place while executors slept, not
+    /// yet taken off a reported wait (nanoseconds; [`inline::idle_in`]).
+    lent_ns: AtomicU64,
 }
 
 type Reply = oneshot::Sender<Result<JobOutput>>;
@@ -265,6 +268,7 @@ impl BatchQueue {
                 running: AtomicUsize::new(0),
                 warming: std::sync::atomic::AtomicBool::new(false),
                 recent_compute_ns: AtomicU64::new(u64::MAX),
+                lent_ns: AtomicU64::new(0),
                 queue_policy,
                 stats,
             }),
@@ -406,7 +410,9 @@ impl BatchQueue {
                     state.idle_sleepers += 1;
                     shared.wake.wait_for(&mut state, IDLE_REPORT_INTERVAL);
                     state.idle_sleepers -= 1;
-                    shared.stats.record_idle(waited.elapsed());
+                    shared
+                        .stats
+                        .record_idle(inline::idle_in(&shared.lent_ns, waited.elapsed()));
                 }
                 Decision::WaitUntil(t) => {
                     let waited = Instant::now();
@@ -417,7 +423,9 @@ impl BatchQueue {
                     if state.timed_sleepers == 0 {
                         state.wakes_at = None;
                     }
-                    shared.stats.record_idle(waited.elapsed());
+                    shared
+                        .stats
+                        .record_idle(inline::idle_in(&shared.lent_ns, waited.elapsed()));
                 }
             }
         }
